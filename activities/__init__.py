@@ -1,0 +1,1 @@
+"""Side effects of the batch workflow."""

@@ -1,0 +1,126 @@
+"""Annotated dependencies: settings, session, storage, launcher, the current user and ownership checks."""
+
+import hashlib
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import ValidationError
+from sqlmodel import Session, col, select
+
+from api.schemas import EnhanceRequest
+from core.config import Settings
+from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from db.models import Album, Batch, EnhancementJob, Image, User
+from services.launcher import BatchLauncher
+from storage.local import LocalStorage
+
+bearer = HTTPBearer(auto_error=False, description="The API key printed by `album-enhance users create`")
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_db(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_storage(request: Request) -> LocalStorage:
+    return request.app.state.storage  # type: ignore[no-any-return]
+
+
+def get_launcher(request: Request) -> BatchLauncher:
+    return request.app.state.launcher  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_db)]
+StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
+
+
+def hash_api_key(api_key: str) -> str:
+    """The stored form of an API key."""
+    return hashlib.sha256(api_key.encode()).hexdigest()
+
+
+def get_current_user(
+    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> User:
+    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+        raise Unauthorized("Unauthorized")
+    user = session.exec(select(User).where(col(User.api_key_hash) == hash_api_key(credentials.credentials))).first()
+    if user is None:
+        raise Unauthorized("Unauthorized")
+    return user
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def get_owned_album(album_id: Annotated[str, Path(alias="albumId")], user: CurrentUser, session: SessionDep) -> Album:
+    album = session.get(Album, album_id)
+    if album is None:
+        raise NotFound("Album not found")
+    if album.owner_id != user.id:
+        raise Forbidden("You do not own this album")
+    return album
+
+
+OwnedAlbum = Annotated[Album, Depends(get_owned_album)]
+
+
+def get_owned_image(image_id: Annotated[str, Path(alias="imageId")], user: CurrentUser, session: SessionDep) -> Image:
+    image = session.get(Image, image_id)
+    album = session.get(Album, image.album_id) if image is not None else None
+    if image is None or album is None or album.owner_id != user.id:
+        raise NotFound("Image not found")
+    return image
+
+
+OwnedImage = Annotated[Image, Depends(get_owned_image)]
+
+
+def get_owned_job(
+    job_id: Annotated[str, Path(alias="jobId")], user: CurrentUser, session: SessionDep
+) -> EnhancementJob:
+    job = session.get(EnhancementJob, job_id)
+    if job is None or job.user_id != user.id:
+        raise NotFound("Job not found")
+    return job
+
+
+OwnedJob = Annotated[EnhancementJob, Depends(get_owned_job)]
+
+
+def get_owned_batch(batch_id: Annotated[str, Path(alias="batchId")], user: CurrentUser, session: SessionDep) -> Batch:
+    batch = session.get(Batch, batch_id)
+    if batch is None or batch.user_id != user.id:
+        raise NotFound("Batch not found")
+    return batch
+
+
+OwnedBatch = Annotated[Batch, Depends(get_owned_batch)]
+
+
+async def parse_enhance_request(request: Request) -> EnhanceRequest:
+    """Parse the enhance body after authentication, so the contract's validation order holds."""
+    try:
+        payload = await request.json()
+    except ValueError as exc:
+        raise InvalidRequest("Request body must be valid JSON") from exc
+    if not isinstance(payload, dict):
+        raise InvalidRequest("Request body must be a JSON object")
+    try:
+        return EnhanceRequest.model_validate(payload)
+    except ValidationError as exc:
+        fields = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+        if "tier" in fields:
+            raise InvalidRequest("Invalid tier. Must be one of: TIER_1K, TIER_2K, TIER_4K") from exc
+        raise InvalidRequest("skipAlreadyEnhanced must be a boolean") from exc
+
+
+EnhanceBody = Annotated[EnhanceRequest, Depends(parse_enhance_request)]

@@ -1,0 +1,82 @@
+"""Maps domain errors (and framework errors) to JSON `{"error": ...}` responses, in one place."""
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import (
+    BatchStartFailed,
+    Conflict,
+    DomainError,
+    Forbidden,
+    IdempotencyKeyReused,
+    InsufficientTokens,
+    InvalidRequest,
+    NotFound,
+    RateLimited,
+    ServiceUnavailable,
+    Unauthorized,
+)
+
+log = logging.getLogger(__name__)
+
+STATUS_OF: dict[type[DomainError], int] = {
+    InvalidRequest: 400,
+    Unauthorized: 401,
+    InsufficientTokens: 402,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    IdempotencyKeyReused: 422,
+    RateLimited: 429,
+    BatchStartFailed: 500,
+    ServiceUnavailable: 503,
+}
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a domain error."""
+    for cls in type(error).__mro__:
+        if cls in STATUS_OF:
+            return STATUS_OF[cls]  # type: ignore[index]
+    return 500
+
+
+def _describe(errors: list[dict[str, object]]) -> str:
+    first = errors[0] if errors else {}
+    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")  # type: ignore[attr-defined]
+    return f"Invalid request: {location or 'body'}: {first.get('msg', 'invalid value')}"
+
+
+async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DomainError)
+    if isinstance(exc, Unauthorized):
+        exc.headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse({"error": exc.message, **exc.extra}, status_code=status_of(exc), headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in exc.errors()]
+    return JSONResponse({"error": _describe(exc.errors()), "details": details}, status_code=400)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return JSONResponse({"error": "Internal server error"}, status_code=500)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers that turn every error into a JSON body."""
+    app.add_exception_handler(DomainError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,79 @@
+"""The FastAPI application: wiring of settings, database, storage, launcher and routers."""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+
+from fastapi import APIRouter, FastAPI
+from temporalio.client import Client
+
+from activities.batch import BatchActivities
+from api.errors import install_error_handlers
+from api.limits import BodySizeLimit
+from api.routes import albums, batches, images, jobs, me
+from core.config import Settings, get_settings
+from db.session import init_db, make_engine
+from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
+from services.reconciler import reconcile_forever
+from storage.local import LocalStorage
+
+log = logging.getLogger(__name__)
+
+api_router = APIRouter(prefix="/api")
+for module in (me, albums, images, jobs, batches):
+    api_router.include_router(module.router)
+
+
+async def _make_launcher(
+    settings: Settings, activities: BatchActivities, executor: ThreadPoolExecutor
+) -> BatchLauncher:
+    if settings.execution_mode == "direct":
+        return DirectLauncher(activities, executor)
+    # Lazy: the API starts (and refunds failed starts) even while Temporal is unreachable.
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
+    return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application for the given settings (the environment's by default)."""
+    settings = settings or get_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = make_engine(settings.database_url)
+        init_db(engine)
+        storage = LocalStorage(settings.storage_dir)
+        executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
+        activities = BatchActivities(engine, storage, settings.max_image_pixels)
+        app.state.settings, app.state.engine, app.state.storage = settings, engine, storage
+        app.state.launcher = launcher = await _make_launcher(settings, activities, executor)
+        reconciler = None
+        if settings.execution_mode == "direct":
+            reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))
+        try:
+            yield
+        finally:
+            if reconciler is not None:
+                reconciler.cancel()
+            await launcher.aclose()
+            executor.shutdown(wait=True, cancel_futures=True)
+            engine.dispose()
+
+    app = FastAPI(
+        title="album-enhance",
+        version="0.1.0",
+        description="Batch-enhance every photo of an album, paid in tokens, run as durable Temporal workflows.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.include_router(api_router)
+
+    @app.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        """Liveness probe."""
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,36 @@
+"""The caller's account and token ledger."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlmodel import col, select
+
+from api.deps import CurrentUser, SessionDep
+from api.schemas import MeOut, TransactionOut, TransactionsOut
+from db.models import TokenTransaction
+
+router = APIRouter(tags=["account"])
+
+
+@router.get("/me", response_model=MeOut)
+def read_me(user: CurrentUser) -> MeOut:
+    """The caller's id, email and token balance."""
+    return MeOut.model_validate(user)
+
+
+@router.get("/tokens/transactions", response_model=TransactionsOut)
+def read_transactions(
+    user: CurrentUser,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> TransactionsOut:
+    """The caller's ledger, newest first."""
+    rows = session.exec(
+        select(TokenTransaction)
+        .where(col(TokenTransaction.user_id) == user.id)
+        .order_by(col(TokenTransaction.id).desc())
+        .offset(offset)
+        .limit(limit)
+    ).all()
+    return TransactionsOut(transactions=[TransactionOut.model_validate(row) for row in rows])

@@ -1,0 +1,150 @@
+"""Request and response bodies of the HTTP API (camelCase on the wire)."""
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+TierName = Literal["TIER_1K", "TIER_2K", "TIER_4K"]
+JobStatusName = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
+BatchStatusName = Literal["CHARGED", "RUNNING", "COMPLETED", "CANCELLED", "FAILED"]
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, from_attributes=True)
+
+
+class ErrorOut(BaseModel):
+    """Every error body: a message, sometimes with details."""
+
+    model_config = ConfigDict(extra="allow")
+    error: str
+
+
+class MeOut(ApiModel):
+    id: str
+    email: str
+    token_balance: int
+
+
+class TransactionOut(ApiModel):
+    id: int
+    amount: int
+    type: Literal["GRANT", "CONSUME", "REFUND"]
+    reference: str | None
+    balance_after: int
+    created_at: datetime
+
+
+class TransactionsOut(ApiModel):
+    transactions: list[TransactionOut]
+
+
+class AlbumCreate(ApiModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    name: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class AlbumOut(ApiModel):
+    id: str
+    name: str
+    description: str | None
+    created_at: datetime
+    image_count: int = 0
+
+
+class AlbumsOut(ApiModel):
+    albums: list[AlbumOut]
+
+
+class ImageJobOut(ApiModel):
+    job_id: str
+    batch_id: str
+    tier: TierName
+    status: JobStatusName
+
+
+class ImageOut(ApiModel):
+    id: str
+    width: int
+    height: int
+    format: str
+    size_bytes: int
+
+
+class AlbumImageOut(ImageOut):
+    filename: str | None
+    created_at: datetime
+    enhancement_jobs: list[ImageJobOut]
+
+
+class AlbumDetailOut(AlbumOut):
+    images: list[AlbumImageOut]
+
+
+class UploadOut(ApiModel):
+    images: list[ImageOut]
+
+
+class EnhanceRequest(ApiModel):
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=False)
+    tier: TierName
+    skip_already_enhanced: bool = Field(default=True, strict=True)
+
+
+class EnhanceJobRef(ApiModel):
+    image_id: str
+    job_id: str = Field(description="The batch id (the workflow id), as the contract says")
+    enhancement_job_id: str
+
+
+class EnhanceResponse(ApiModel):
+    success: bool
+    total_images: int
+    skipped: int
+    queued: int
+    total_cost: int
+    new_balance: int
+    jobs: list[EnhanceJobRef]
+    batch_id: str | None = None
+
+
+class JobOut(ApiModel):
+    id: str
+    batch_id: str
+    image_id: str
+    tier: TierName
+    status: JobStatusName
+    tokens_cost: int
+    tokens_refunded: int
+    attempts: int
+    error_message: str | None
+    enhanced_width: int | None
+    enhanced_height: int | None
+    enhanced_size_bytes: int | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+class BatchOut(ApiModel):
+    batch_id: str
+    album_id: str
+    tier: TierName
+    status: BatchStatusName
+    total_images: int
+    completed: int
+    failed: int
+    cancelled: int
+    pending: int
+    tokens_charged: int
+    tokens_refunded: int
+    created_at: datetime
+    jobs: list[JobOut]
+
+
+class CancelOut(ApiModel):
+    batch_id: str
+    status: BatchStatusName

@@ -1,0 +1,60 @@
+"""The one settings object of the service, read from environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SEARCH_ATTRIBUTES = ("AlbumId", "UserId", "EnhancementTier", "BatchStatus")
+
+
+class Settings(BaseSettings):
+    """Service configuration; every field maps to an upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = "sqlite:///./data/album_enhance.db"
+    storage_dir: Path = Path("./data/storage")
+    execution_mode: Literal["temporal", "direct"] = "temporal"
+
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "album-enhance"
+    temporal_ui_port: int = 8233
+    temporal_db_file: Path = Path("./data/temporal.db")
+    workflow_start_timeout_seconds: float = 10.0
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    max_batch_size: int = 20
+    max_image_pixels: int = 60_000_000
+    max_upload_bytes: int = 100 * 1024 * 1024
+    max_files_per_upload: int = 50
+
+    image_workers: int = Field(default=2, ge=1)
+    activity_max_attempts: int = Field(default=5, ge=1)
+    activity_initial_retry_seconds: float = 1.0
+    activity_max_retry_seconds: float = 30.0
+    activity_heartbeat_timeout_seconds: float = 10.0
+    activity_start_to_close_seconds: float = 300.0
+
+    reconcile_interval_seconds: float = 60.0
+    reconcile_grace_seconds: float = 30.0
+    reconcile_refund_after_seconds: float = 3600.0
+
+    rate_limit_enabled: bool = True
+    rate_limit_requests: int = 5
+    rate_limit_window_seconds: int = 60
+    idempotency_ttl_seconds: int = 24 * 3600
+
+    # Widens the gap between the charge commit and the workflow start so crash tests can hit it.
+    debug_delay_before_start_seconds: float = 0.0
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """Return the process-wide settings."""
+    return Settings()

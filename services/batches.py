@@ -1,0 +1,67 @@
+"""Batch bookkeeping shared by the API, the launchers and the reconciler."""
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from core.config import Settings
+from db import ledger
+from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, utcnow
+from workflows.inputs import BatchEnhanceInput, RetrySettings
+
+
+def retry_settings(settings: Settings) -> RetrySettings:
+    """The image activity's retry policy, from the settings."""
+    return RetrySettings(
+        max_attempts=settings.activity_max_attempts,
+        initial_interval_seconds=settings.activity_initial_retry_seconds,
+        max_interval_seconds=settings.activity_max_retry_seconds,
+        heartbeat_timeout_seconds=settings.activity_heartbeat_timeout_seconds,
+        start_to_close_seconds=settings.activity_start_to_close_seconds,
+    )
+
+
+def jobs_of(session: Session, batch_id: str) -> list[EnhancementJob]:
+    """The batch's jobs in processing order."""
+    return list(
+        session.exec(
+            select(EnhancementJob)
+            .where(col(EnhancementJob.batch_id) == batch_id)
+            .order_by(col(EnhancementJob.position))
+        )
+    )
+
+
+def batch_input(session: Session, batch: Batch, settings: Settings) -> BatchEnhanceInput:
+    """The workflow input of a batch, from its rows."""
+    jobs = jobs_of(session, batch.id)
+    return BatchEnhanceInput(
+        batch_id=batch.id,
+        album_id=batch.album_id,
+        user_id=batch.user_id,
+        tier=batch.tier,
+        job_ids=[job.id for job in jobs],
+        image_ids=[job.image_id for job in jobs],
+        retry=retry_settings(settings),
+    )
+
+
+def mark_started(session: Session, batch_id: str) -> None:
+    """Record that the batch's workflow runs (only a still-CHARGED batch moves)."""
+    session.exec(
+        update(Batch)
+        .where(col(Batch.id) == batch_id, col(Batch.status) == BatchStatus.CHARGED)
+        .values(status=BatchStatus.RUNNING, started_at=utcnow())
+    )
+
+
+def close_unstarted(session: Session, batch_id: str, final: BatchStatus, reason: str) -> int:
+    """Refund every unfinished job of a batch that never started; returns tokens refunded."""
+    moved = session.exec(
+        update(Batch)
+        .where(col(Batch.id) == batch_id, col(Batch.status) == BatchStatus.CHARGED)
+        .values(status=final, finished_at=utcnow(), cancel_requested=final == BatchStatus.CANCELLED)
+    )
+    if not moved.rowcount:
+        return 0
+    job_status = JobStatus.CANCELLED if final == BatchStatus.CANCELLED else JobStatus.FAILED
+    return sum(ledger.refund_job(session, job.id, job_status, reason) for job in jobs_of(session, batch_id))

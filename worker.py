@@ -1,0 +1,56 @@
+"""Temporal worker entry point: wiring only (settings, database, storage, activities, reconciler)."""
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.batch import BatchActivities
+from core.config import Settings, get_settings
+from db.session import init_db, make_engine
+from services.launcher import TemporalLauncher
+from services.reconciler import reconcile_forever
+from storage.local import LocalStorage
+from workflows.batch_enhance import BatchEnhanceWorkflow
+
+
+def build_worker(
+    client: Client, settings: Settings, activities: BatchActivities, executor: ThreadPoolExecutor
+) -> Worker:
+    """A worker for the batch workflow, running image activities on a thread pool sized by the settings."""
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=[BatchEnhanceWorkflow],
+        activities=activities.all(),
+        activity_executor=executor,
+        max_concurrent_activities=settings.image_workers,
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run a worker and the reconciler until cancelled."""
+    engine = make_engine(settings.database_url)
+    init_db(engine)
+    activities = BatchActivities(engine, LocalStorage(settings.storage_dir), settings.max_image_pixels)
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
+    with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, settings, activities, executor)
+        reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings))
+        try:
+            await worker.run()
+        finally:
+            reconciler.cancel()
+
+
+def main() -> None:
+    """Run a worker against TEMPORAL_ADDRESS."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(get_settings()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""Plain, frozen inputs and results shared by the workflow, its activities and the launchers."""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How an image activity is retried and timed out."""
+
+    max_attempts: int = 5
+    initial_interval_seconds: float = 1.0
+    max_interval_seconds: float = 30.0
+    heartbeat_timeout_seconds: float = 10.0
+    start_to_close_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class BatchEnhanceInput:
+    """Everything the batch workflow needs: ids only, never image bytes."""
+
+    batch_id: str
+    album_id: str
+    user_id: str
+    tier: str
+    job_ids: list[str]
+    image_ids: list[str]
+    retry: RetrySettings = field(default_factory=RetrySettings)
+
+
+@dataclass(frozen=True)
+class ProcessJobInput:
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ProcessJobResult:
+    job_id: str
+    status: str
+    width: int | None = None
+    height: int | None = None
+    size_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class CloseJobInput:
+    """Close an unfinished job as FAILED or CANCELLED and refund it."""
+
+    job_id: str
+    status: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class CloseJobResult:
+    job_id: str
+    status: str
+    tokens_refunded: int
+
+
+@dataclass(frozen=True)
+class FinishBatchInput:
+    batch_id: str
+    status: str
+
+
+@dataclass
+class BatchProgress:
+    """Answer of the `progress` query."""
+
+    batch_id: str
+    total: int
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    pending: int = 0
+    paused: bool = False
+    cancel_requested: bool = False
+    current_job_id: str | None = None
+    current_image_id: str | None = None
+    tokens_refunded: int = 0
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    batch_id: str
+    status: str
+    completed: int
+    failed: int
+    cancelled: int
+    tokens_refunded: int
+
+
+INVALID_IMAGE_ERROR = "InvalidImage"
+MISSING_ORIGINAL_ERROR = "MissingOriginal"
