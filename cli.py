@@ -5,7 +5,6 @@ import asyncio
 import logging
 import secrets
 import signal
-import sys
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -137,4 +136,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,8 +1,9 @@
 """Activities of a batch: every side effect (database, storage, image processing) lives here."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from imaging.enhance import TIER_SIZES
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 from temporalio import activity
@@ -12,6 +13,7 @@ from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from db.session import session_scope
 from imaging import InvalidImageError, enhance_image
+from imaging.enhance import TIER_SIZES
 from storage.local import LocalStorage, ObjectNotFound, enhanced_key
 from workflows.inputs import (
     INVALID_IMAGE_ERROR,
@@ -132,6 +134,6 @@ class BatchActivities:
                 size_bytes=job.enhanced_size_bytes,
             )
 
-    def all(self) -> list[object]:
+    def all(self) -> list[Callable[..., Any]]:
         """The activity callables to register on a worker."""
         return [self.process_job, self.close_job, self.finish_batch]

@@ -20,7 +20,7 @@ bearer = HTTPBearer(auto_error=False, description="The API key printed by `album
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings  # type: ignore[no-any-return]
+    return request.app.state.settings
 
 
 def get_db(request: Request) -> Iterator[Session]:
@@ -29,11 +29,11 @@ def get_db(request: Request) -> Iterator[Session]:
 
 
 def get_storage(request: Request) -> LocalStorage:
-    return request.app.state.storage  # type: ignore[no-any-return]
+    return request.app.state.storage
 
 
 def get_launcher(request: Request) -> BatchLauncher:
-    return request.app.state.launcher  # type: ignore[no-any-return]
+    return request.app.state.launcher
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -1,6 +1,8 @@
 """Maps domain errors (and framework errors) to JSON `{"error": ...}` responses, in one place."""
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -41,13 +43,13 @@ def status_of(error: DomainError) -> int:
     """The HTTP status of a domain error."""
     for cls in type(error).__mro__:
         if cls in STATUS_OF:
-            return STATUS_OF[cls]  # type: ignore[index]
+            return STATUS_OF[cls]
     return 500
 
 
-def _describe(errors: list[dict[str, object]]) -> str:
+def _describe(errors: Sequence[Any]) -> str:
     first = errors[0] if errors else {}
-    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")  # type: ignore[attr-defined]
+    location = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
     return f"Invalid request: {location or 'body'}: {first.get('msg', 'invalid value')}"
 
 

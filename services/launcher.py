@@ -47,11 +47,9 @@ class BatchLauncher(Protocol):
 
 def search_attributes(inp: BatchEnhanceInput) -> TypedSearchAttributes:
     """The keyword attributes that make a batch easy to find in the Web UI."""
+    values = {"AlbumId": inp.album_id, "UserId": inp.user_id, "EnhancementTier": inp.tier, "BatchStatus": "RUNNING"}
     pairs: list[SearchAttributePair[Any]] = [
-        SearchAttributeKey.for_keyword("AlbumId").value_set(inp.album_id),
-        SearchAttributeKey.for_keyword("UserId").value_set(inp.user_id),
-        SearchAttributeKey.for_keyword("EnhancementTier").value_set(inp.tier),
-        SearchAttributeKey.for_keyword("BatchStatus").value_set("RUNNING"),
+        SearchAttributePair(SearchAttributeKey.for_keyword(name), value) for name, value in values.items()
     ]
     return TypedSearchAttributes(pairs)
 

@@ -29,12 +29,16 @@ class RateLimitState:
 def _increment(session: Session, user_id: str, bucket: str, window_start: int) -> int:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(RateLimitCounter).values(user_id=user_id, bucket=bucket, window_start=window_start, count=1)
-    statement = statement.on_conflict_do_update(
-        index_elements=["user_id", "bucket", "window_start"],
-        set_={"count": col(RateLimitCounter.count) + 1},
-    ).returning(col(RateLimitCounter.count))
-    return int(session.exec(statement).scalar_one())  # type: ignore[call-overload]
+    statement = (
+        insert(RateLimitCounter)
+        .values(user_id=user_id, bucket=bucket, window_start=window_start, count=1)
+        .on_conflict_do_update(
+            index_elements=["user_id", "bucket", "window_start"],
+            set_={"count": col(RateLimitCounter.count) + 1},
+        )
+        .returning(col(RateLimitCounter.count))
+    )
+    return int(session.exec(statement).scalar_one())
 
 
 def hit(session: Session, user_id: str, bucket: str, limit: int, window_seconds: int) -> RateLimitState:

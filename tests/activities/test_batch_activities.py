@@ -1,0 +1,86 @@
+"""The batch activities on their own: idempotent under retries and races, refunds exactly once."""
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from sqlmodel import Session
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities.batch import BatchActivities
+from db.models import EnhancementJob, JobStatus, Tier
+from storage.local import LocalStorage
+from tests.conftest import engine_for
+from tests.db_helpers import assert_balance_matches_ledger, balance, refunds_for_job
+from tests.factories import make_album, make_image, make_pending_job, make_user, photo_bytes
+from workflows.inputs import INVALID_IMAGE_ERROR, CloseJobInput, ProcessJobInput
+
+
+@pytest.fixture
+def activities(db_url: str, tmp_path: Path) -> BatchActivities:
+    return BatchActivities(engine_for(db_url), LocalStorage(tmp_path / "storage"), 60_000_000)
+
+
+def pending_job(
+    activities: BatchActivities, data: bytes, tier: Tier = Tier.TIER_1K, tokens: int = 10
+) -> tuple[str, str]:
+    user = make_user(activities.engine, tokens=tokens)
+    album = make_album(activities.engine, user)
+    image = make_image(activities.engine, activities.storage, album, data)
+    return user.id, make_pending_job(activities.engine, user, album, image, tier, cost=2)
+
+
+def job(activities: BatchActivities, job_id: str) -> EnhancementJob:
+    with Session(activities.engine) as session:
+        return session.get_one(EnhancementJob, job_id)
+
+
+def test_process_job_enhances_and_is_idempotent(activities: BatchActivities) -> None:
+    _, job_id = pending_job(activities, photo_bytes("rocket.jpg"), Tier.TIER_2K)
+    env = ActivityEnvironment()
+    first = env.run(activities.process_job, ProcessJobInput(job_id))
+    second = env.run(activities.process_job, ProcessJobInput(job_id))
+    assert first == second
+    assert (first.status, first.width, first.height) == (JobStatus.COMPLETED, 2048, 1366)
+    row = job(activities, job_id)
+    assert row.attempts == 1, "a completed job is not processed again"
+    with PILImage.open(io.BytesIO(activities.storage.get(row.enhanced_key or ""))) as out:
+        assert out.size == (2048, 1366)
+        assert len(activities.storage.get(row.enhanced_key or "")) == row.enhanced_size_bytes
+
+
+def test_invalid_image_is_a_non_retryable_error(activities: BatchActivities) -> None:
+    _, job_id = pending_job(activities, b"GIF89a but nothing else")
+    with pytest.raises(ApplicationError) as raised:
+        ActivityEnvironment().run(activities.process_job, ProcessJobInput(job_id))
+    assert raised.value.non_retryable and raised.value.type == INVALID_IMAGE_ERROR
+    assert job(activities, job_id).status == JobStatus.PROCESSING
+
+
+def test_close_refunds_once_however_often_it_runs(activities: BatchActivities) -> None:
+    user_id, job_id = pending_job(activities, photo_bytes("rocket.jpg"))
+    results = [activities.close_job(CloseJobInput(job_id, "FAILED", "boom")) for _ in range(3)]
+    assert [r.tokens_refunded for r in results] == [2, 0, 0]
+    assert all(r.status == JobStatus.FAILED for r in results)
+    assert refunds_for_job(activities.engine, job_id) == 1
+    assert balance(activities.engine, user_id) == 12
+    assert_balance_matches_ledger(activities.engine, user_id)
+
+
+def test_a_closed_job_is_never_completed_afterwards(activities: BatchActivities) -> None:
+    _, job_id = pending_job(activities, photo_bytes("rocket.jpg"))
+    activities.close_job(CloseJobInput(job_id, "CANCELLED", "cancelled"))
+    result = ActivityEnvironment().run(activities.process_job, ProcessJobInput(job_id))
+    assert result.status == JobStatus.CANCELLED
+    row = job(activities, job_id)
+    assert row.enhanced_key is None and row.tokens_refunded == 2
+
+
+def test_completed_job_cannot_be_refunded(activities: BatchActivities) -> None:
+    user_id, job_id = pending_job(activities, photo_bytes("rocket.jpg"))
+    ActivityEnvironment().run(activities.process_job, ProcessJobInput(job_id))
+    closed = activities.close_job(CloseJobInput(job_id, "CANCELLED", "too late"))
+    assert (closed.status, closed.tokens_refunded) == (JobStatus.COMPLETED, 0)
+    assert balance(activities.engine, user_id) == 10

@@ -1,0 +1,51 @@
+"""Read-only checks on the database used by many tests."""
+
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from db import ledger
+from db.models import Batch, EnhancementJob, LedgerType, TokenTransaction, User
+
+
+def balance(engine: Engine, user_id: str) -> int:
+    with Session(engine) as session:
+        return session.get_one(User, user_id).token_balance
+
+
+def assert_balance_matches_ledger(engine: Engine, user_id: str) -> None:
+    with Session(engine) as session:
+        assert session.get_one(User, user_id).token_balance == ledger.ledger_sum(session, user_id)
+
+
+def jobs_of_batch(engine: Engine, batch_id: str) -> list[EnhancementJob]:
+    with Session(engine) as session:
+        return list(
+            session.exec(
+                select(EnhancementJob)
+                .where(col(EnhancementJob.batch_id) == batch_id)
+                .order_by(col(EnhancementJob.position))
+            )
+        )
+
+
+def batch_row(engine: Engine, batch_id: str) -> Batch:
+    with Session(engine) as session:
+        return session.get_one(Batch, batch_id)
+
+
+def ledger_entries(engine: Engine, user_id: str, kind: LedgerType | None = None) -> list[TokenTransaction]:
+    with Session(engine) as session:
+        query = select(TokenTransaction).where(col(TokenTransaction.user_id) == user_id)
+        if kind is not None:
+            query = query.where(col(TokenTransaction.type) == kind)
+        return list(session.exec(query.order_by(col(TokenTransaction.id))))
+
+
+def refunds_for_job(engine: Engine, job_id: str) -> int:
+    with Session(engine) as session:
+        rows = session.exec(
+            select(TokenTransaction).where(
+                col(TokenTransaction.type) == LedgerType.REFUND, col(TokenTransaction.reference) == f"job:{job_id}"
+            )
+        ).all()
+        return len(rows)

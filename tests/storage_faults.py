@@ -1,0 +1,45 @@
+"""Storage wrappers for fault injection and for holding a batch at a chosen image (test control only)."""
+
+import threading
+from pathlib import Path
+
+from activities.batch import heartbeat
+from storage.local import LocalStorage
+
+
+class GatedStorage(LocalStorage):
+    """Blocks reads of chosen originals until released, heartbeating so cancellation still arrives."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gated: set[str] = set()
+        self.waiting = threading.Event()
+        self.release = threading.Event()
+
+    def gate(self, key: str) -> None:
+        self.gated.add(key)
+
+    def get(self, key: str) -> bytes:
+        if key in self.gated:
+            self.waiting.set()
+            while not self.release.wait(0.05):
+                heartbeat()
+        return super().get(key)
+
+
+class FlakyStorage(LocalStorage):
+    """Reads of originals fail the first `failures` times (None: always)."""
+
+    def __init__(self, root: Path, failures: int | None) -> None:
+        super().__init__(root)
+        self.failures = failures
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: str) -> bytes:
+        with self.lock:
+            self.calls += 1
+            failing = self.failures is None or self.calls <= self.failures
+        if failing:
+            raise OSError("storage unavailable (injected)")
+        return super().get(key)
