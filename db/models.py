@@ -127,6 +127,8 @@ class Batch(SQLModel, table=True):
 
 
 class EnhancementJob(SQLModel, table=True):
+    __tablename__ = "enhancement_job"
+
     id: str = Field(default_factory=new_id, primary_key=True)
     image_id: str = Field(foreign_key="image.id", index=True)
     user_id: str = Field(foreign_key="user.id", index=True)

@@ -4,7 +4,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from db import ledger
-from db.models import Batch, EnhancementJob, LedgerType, TokenTransaction, User
+from db.models import Batch, EnhancementJob, Image, LedgerType, TokenTransaction, User
 
 
 def balance(engine: Engine, user_id: str) -> int:
@@ -49,3 +49,8 @@ def refunds_for_job(engine: Engine, job_id: str) -> int:
             )
         ).all()
         return len(rows)
+
+
+def original_key_of(engine: Engine, image_id: str) -> str:
+    with Session(engine) as session:
+        return session.get_one(Image, image_id).original_key

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 from PIL import Image as PILImage
-from sqlmodel import Session
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 from core.temporal_dev import temporal_binary
-from db.models import BatchStatus, Image, JobStatus
+from db.models import BatchStatus, JobStatus
 from tests.conftest import Harness, eventually, temporal_address, temporal_stack
 from tests.db_helpers import (
     assert_balance_matches_ledger,
     balance,
     batch_row,
     jobs_of_batch,
+    original_key_of,
     refunds_for_job,
 )
 from tests.factories import UserWithKey, make_album, make_image, make_images, make_user, photo_bytes
@@ -56,11 +56,6 @@ async def temporal_cli(env: WorkflowEnvironment, *args: str) -> str:
 def workflow_handle(h: Harness, batch_id: str) -> WorkflowHandle[BatchEnhanceWorkflow, BatchResult]:
     assert h.temporal is not None
     return h.temporal.get_workflow_handle_for(BatchEnhanceWorkflow.run, batch_id)
-
-
-def original_key_of(h: Harness, image_id: str) -> str:
-    with Session(h.engine) as session:
-        return session.get_one(Image, image_id).original_key
 
 
 @contextlib.asynccontextmanager
@@ -118,7 +113,7 @@ async def test_temporal_cli_cancel_mid_batch_refunds_the_rest(
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
         user, album, images = album_of(h, 4)
-        storage.gate(original_key_of(h, images[1]))
+        storage.gate(original_key_of(h.engine, images[1]))
         body = await start_batch(h, album, user.headers)
         await eventually(storage.waiting.is_set)
 
@@ -142,7 +137,7 @@ async def test_pause_resume_and_progress_query_from_the_cli(
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
         user, album, images = album_of(h, 3)
-        storage.gate(original_key_of(h, images[0]))
+        storage.gate(original_key_of(h.engine, images[0]))
         body = await start_batch(h, album, user.headers)
         batch_id = body["batchId"]
         await eventually(storage.waiting.is_set)
@@ -177,7 +172,7 @@ async def test_cancel_signal_finishes_the_current_image_and_completes(
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
         user, album, images = album_of(h, 3)
-        storage.gate(original_key_of(h, images[0]))
+        storage.gate(original_key_of(h.engine, images[0]))
         body = await start_batch(h, album, user.headers)
         await eventually(storage.waiting.is_set)
 
@@ -197,7 +192,7 @@ async def test_rest_cancel_cancels_the_workflow(
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
         user, album, images = album_of(h, 3)
-        storage.gate(original_key_of(h, images[0]))
+        storage.gate(original_key_of(h.engine, images[0]))
         body = await start_batch(h, album, user.headers)
         await eventually(storage.waiting.is_set)
 
