@@ -43,7 +43,7 @@ def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str) -
         "--namespace",
         namespace,
         "--log-level",
-        "warn",
+        "error",
     ]
     for name in SEARCH_ATTRIBUTES:
         command += ["--search-attribute", f"{name}=Keyword"]

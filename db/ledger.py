@@ -4,7 +4,7 @@ from sqlalchemy import func, update
 from sqlmodel import Session, col, select
 
 from core.errors import InsufficientTokens, NotFound
-from db.models import EnhancementJob, JobStatus, LedgerType, TokenTransaction, User, utcnow
+from db.models import IN_FLIGHT_STATUSES, EnhancementJob, JobStatus, LedgerType, TokenTransaction, User, utcnow
 
 
 def _add_entry(session: Session, user_id: str, amount: int, kind: LedgerType, reference: str, balance: int) -> None:
@@ -42,7 +42,13 @@ def consume(session: Session, user_id: str, amount: int, reference: str, to_enha
     return balance
 
 
-def refund_job(session: Session, job_id: str, final_status: JobStatus, reason: str | None) -> int:
+def refund_job(
+    session: Session,
+    job_id: str,
+    final_status: JobStatus,
+    reason: str | None,
+    from_statuses: tuple[JobStatus, ...] = IN_FLIGHT_STATUSES,
+) -> int:
     """Close an unfinished job as FAILED or CANCELLED and return its cost to the user, once; returns tokens refunded."""
     if final_status not in (JobStatus.FAILED, JobStatus.CANCELLED):
         raise ValueError("a refunded job ends FAILED or CANCELLED")
@@ -50,7 +56,7 @@ def refund_job(session: Session, job_id: str, final_status: JobStatus, reason: s
         update(EnhancementJob)
         .where(
             col(EnhancementJob.id) == job_id,
-            col(EnhancementJob.status).in_([JobStatus.PENDING, JobStatus.PROCESSING]),
+            col(EnhancementJob.status).in_(from_statuses),
             col(EnhancementJob.tokens_refunded) == 0,
         )
         .values(

@@ -55,7 +55,11 @@ def mark_started(session: Session, batch_id: str) -> None:
 
 
 def close_unstarted(session: Session, batch_id: str, final: BatchStatus, reason: str) -> int:
-    """Refund every unfinished job of a batch that never started; returns tokens refunded."""
+    """Close a batch not known to have started and refund its PENDING jobs; returns tokens refunded.
+
+    A PROCESSING job means a workflow did start after all: its activity may still finish, so the workflow
+    (not this function) closes that job.
+    """
     moved = session.exec(
         update(Batch)
         .where(col(Batch.id) == batch_id, col(Batch.status) == BatchStatus.CHARGED)
@@ -64,4 +68,7 @@ def close_unstarted(session: Session, batch_id: str, final: BatchStatus, reason:
     if not moved.rowcount:
         return 0
     job_status = JobStatus.CANCELLED if final == BatchStatus.CANCELLED else JobStatus.FAILED
-    return sum(ledger.refund_job(session, job.id, job_status, reason) for job in jobs_of(session, batch_id))
+    return sum(
+        ledger.refund_job(session, job.id, job_status, reason, from_statuses=(JobStatus.PENDING,))
+        for job in jobs_of(session, batch_id)
+    )

@@ -54,13 +54,13 @@ def cancel_batch(batch: OwnedBatch, session: SessionDep, launcher: LauncherDep) 
     session.exec(update(Batch).where(col(Batch.id) == batch.id).values(cancel_requested=True))
     close_unstarted(session, batch.id, BatchStatus.CANCELLED, "Batch cancelled")
     session.commit()
+    try:
+        # Also for a batch never marked started: its workflow may exist all the same.
+        anyio.from_thread.run(launcher.cancel, batch.id)
+    except Exception as exc:
+        session.refresh(batch)
+        if batch.status == BatchStatus.RUNNING:
+            log.warning("cancel request for batch %s was not delivered", batch.id, exc_info=True)
+            raise ServiceUnavailable("Could not reach the workflow engine; try again") from exc
     session.refresh(batch)
-    if batch.status == BatchStatus.RUNNING:
-        try:
-            anyio.from_thread.run(launcher.cancel, batch.id)
-        except Exception as exc:
-            session.refresh(batch)
-            if batch.status == BatchStatus.RUNNING:
-                log.warning("cancel request for batch %s was not delivered", batch.id, exc_info=True)
-                raise ServiceUnavailable("Could not reach the workflow engine; try again") from exc
     return CancelOut(batch_id=batch.id, status=batch.status)

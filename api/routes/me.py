@@ -6,19 +6,23 @@ from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep
-from api.schemas import MeOut, TransactionOut, TransactionsOut
+from api.schemas import ErrorOut, MeOut, TransactionOut, TransactionsOut
 from db.models import TokenTransaction
 
 router = APIRouter(tags=["account"])
 
 
-@router.get("/me", response_model=MeOut)
+@router.get("/me", response_model=MeOut, responses={401: {"model": ErrorOut}})
 def read_me(user: CurrentUser) -> MeOut:
     """The caller's id, email and token balance."""
     return MeOut.model_validate(user)
 
 
-@router.get("/tokens/transactions", response_model=TransactionsOut)
+@router.get(
+    "/tokens/transactions",
+    response_model=TransactionsOut,
+    responses={400: {"model": ErrorOut}, 401: {"model": ErrorOut}},
+)
 def read_transactions(
     user: CurrentUser,
     session: SessionDep,
