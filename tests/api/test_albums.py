@@ -8,7 +8,7 @@ from tests.conftest import Harness
 from tests.factories import jpeg_bytes, make_album, make_user, photo_bytes
 
 
-def upload(h: Harness, album_id: str, headers: dict[str, str], *files: tuple[str, bytes, str]):  # type: ignore[no-untyped-def]
+def upload(h: Harness, album_id: str, headers: dict[str, str], *files: tuple[str, bytes, str]):
     return h.http.post(f"/api/albums/{album_id}/images", headers=headers, files=[("files", file) for file in files])
 
 
@@ -113,7 +113,7 @@ def test_upload_to_someone_elses_album_is_403(direct_harness: Harness) -> None:
     assert stored_files(direct_harness) == []
 
 
-def test_oversized_body_is_413(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_body_is_413(db_url: str, tmp_path) -> None:
     from storage.local import LocalStorage
     from tests.conftest import LiveServer, engine_for, make_settings
 
@@ -130,7 +130,7 @@ def test_oversized_body_is_413(db_url: str, tmp_path) -> None:  # type: ignore[n
         head = b'--x\r\nContent-Disposition: form-data; name="files"; filename="r.jpg"\r\n\r\n'
         multipart = head + big + b"\r\n--x--\r\n"
 
-        def chunks():  # type: ignore[no-untyped-def]
+        def chunks():
             # No Content-Length: the limit must cut the stream itself.
             for start in range(0, len(multipart), 16_384):
                 yield multipart[start : start + 16_384]

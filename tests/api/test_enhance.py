@@ -2,6 +2,7 @@
 
 import re
 
+import httpx
 import pytest
 
 from db.models import JobStatus, LedgerType, Tier
@@ -10,8 +11,8 @@ from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, 
 from tests.factories import make_album, make_completed_job, make_images, make_pending_job, make_user
 
 
-def enhance(h: Harness, album_id: str, headers: dict[str, str], body: object = None, **kwargs: object):  # type: ignore[no-untyped-def]
-    return h.http.post(f"/api/albums/{album_id}/enhance", headers=headers, json=body, **kwargs)
+def enhance(h: Harness, album_id: str, headers: dict[str, str], body: object = None) -> httpx.Response:
+    return h.http.post(f"/api/albums/{album_id}/enhance", headers=headers, json=body)
 
 
 def wait_for_batch_end(h: Harness, batch_id: str) -> None:

@@ -39,7 +39,7 @@ def test_consume_over_balance_changes_nothing(db_url: str) -> None:
     assert len(ledger_entries(engine, user.id)) == 1
 
 
-def test_refund_happens_once(db_url: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_refund_happens_once(db_url: str, tmp_path) -> None:
     engine = engine_for(db_url)
     user = make_user(engine, tokens=10)
     album = make_album(engine, user)

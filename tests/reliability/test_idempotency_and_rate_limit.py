@@ -13,7 +13,7 @@ from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, 
 from tests.factories import make_album, make_images, make_user
 
 
-def enhance(http: httpx.Client, album: str, headers: dict[str, str], key: str | None, body: dict[str, object]):  # type: ignore[no-untyped-def]
+def enhance(http: httpx.Client, album: str, headers: dict[str, str], key: str | None, body: dict[str, object]):
     extra = {"Idempotency-Key": key} if key else {}
     return http.post(f"/api/albums/{album}/enhance", headers={**headers, **extra}, json=body)
 

@@ -31,11 +31,11 @@ from workflows.inputs import BatchResult
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
 
-async def start_batch(h: Harness, album_id: str, headers: dict[str, str], tier: str = "TIER_1K") -> dict:  # type: ignore[type-arg]
+async def start_batch(h: Harness, album_id: str, headers: dict[str, str], tier: str = "TIER_1K") -> dict:
     async with h.async_http() as http:
         response = await http.post(f"/api/albums/{album_id}/enhance", headers=headers, json={"tier": tier})
     assert response.status_code == 200, response.text
-    return response.json()  # type: ignore[no-any-return]
+    return response.json()
 
 
 async def temporal_cli(env: WorkflowEnvironment, *args: str) -> str:
@@ -145,11 +145,11 @@ async def test_pause_resume_and_progress_query_from_the_cli(
         await temporal_cli(temporal_env, "workflow", "signal", "-w", batch_id, "--name", "pause")
         storage.release.set()
 
-        async def progress() -> dict:  # type: ignore[type-arg]
+        async def progress() -> dict:
             out = await temporal_cli(
                 temporal_env, "workflow", "query", "-w", batch_id, "--type", "progress", "-o", "json"
             )
-            return json.loads(out)["queryResult"][0]  # type: ignore[no-any-return]
+            return json.loads(out)["queryResult"][0]
 
         snapshot = await progress()
         while snapshot["completed"] < 1:
