@@ -119,3 +119,12 @@ def _make_job(
         session.add(job)
         session.flush()
         return job.id
+
+
+def make_album_with_images(
+    engine: Engine, storage: LocalStorage, images: int, tokens: int = 100
+) -> tuple[UserWithKey, str, list[str]]:
+    """A user with tokens owning an album of `images` valid images: (user, album id, image ids)."""
+    user = make_user(engine, tokens=tokens)
+    album = make_album(engine, user)
+    return user, album, make_images(engine, storage, album, images)

@@ -8,7 +8,14 @@ import pytest
 from db.models import JobStatus, LedgerType, Tier
 from tests.conftest import Harness, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, ledger_entries
-from tests.factories import make_album, make_completed_job, make_images, make_pending_job, make_user
+from tests.factories import (
+    make_album,
+    make_album_with_images,
+    make_completed_job,
+    make_images,
+    make_pending_job,
+    make_user,
+)
 
 
 def enhance(h: Harness, album_id: str, headers: dict[str, str], body: object = None) -> httpx.Response:
@@ -106,9 +113,7 @@ def test_empty_album_is_404(direct_harness: Harness) -> None:
 
 
 def test_more_than_twenty_images_is_400_with_counts(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=1000)
-    album = make_album(direct_harness.engine, user)
-    make_images(direct_harness.engine, direct_harness.storage, album, 21)
+    user, album, _ = make_album_with_images(direct_harness.engine, direct_harness.storage, 21, tokens=1000)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_1K"})
     assert response.status_code == 400
     body = response.json()
@@ -118,9 +123,7 @@ def test_more_than_twenty_images_is_400_with_counts(direct_harness: Harness) -> 
 
 
 def test_twenty_images_after_skipping_is_allowed(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=1000)
-    album = make_album(direct_harness.engine, user)
-    images = make_images(direct_harness.engine, direct_harness.storage, album, 21)
+    user, album, images = make_album_with_images(direct_harness.engine, direct_harness.storage, 21, tokens=1000)
     make_completed_job(direct_harness.engine, user, album, images[0], Tier.TIER_1K)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_1K"})
     assert response.status_code == 200
@@ -130,9 +133,7 @@ def test_twenty_images_after_skipping_is_allowed(direct_harness: Harness) -> Non
 
 @pytest.mark.parametrize(("tier", "cost"), [("TIER_1K", 2), ("TIER_2K", 5), ("TIER_4K", 10)])
 def test_cost_for_each_tier(direct_harness: Harness, tier: str, cost: int) -> None:
-    user = make_user(direct_harness.engine, tokens=100)
-    album = make_album(direct_harness.engine, user)
-    make_images(direct_harness.engine, direct_harness.storage, album, 3)
+    user, album, _ = make_album_with_images(direct_harness.engine, direct_harness.storage, 3, tokens=100)
     response = enhance(direct_harness, album, user.headers, {"tier": tier})
     assert response.status_code == 200
     body = response.json()
@@ -146,9 +147,7 @@ def test_cost_for_each_tier(direct_harness: Harness, tier: str, cost: int) -> No
 
 
 def test_insufficient_tokens_is_402_and_charges_nothing(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=9)
-    album = make_album(direct_harness.engine, user)
-    make_images(direct_harness.engine, direct_harness.storage, album, 2)
+    user, album, _ = make_album_with_images(direct_harness.engine, direct_harness.storage, 2, tokens=9)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_2K"})
     assert response.status_code == 402
     assert response.json() == {"error": "Insufficient tokens", "required": 10, "toEnhance": 2}
@@ -157,9 +156,7 @@ def test_insufficient_tokens_is_402_and_charges_nothing(direct_harness: Harness)
 
 
 def test_exact_balance_is_enough(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=10)
-    album = make_album(direct_harness.engine, user)
-    make_images(direct_harness.engine, direct_harness.storage, album, 2)
+    user, album, _ = make_album_with_images(direct_harness.engine, direct_harness.storage, 2, tokens=10)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_2K"})
     assert response.status_code == 200
     assert response.json()["newBalance"] == 0
@@ -170,9 +167,7 @@ def test_exact_balance_is_enough(direct_harness: Harness) -> None:
 
 
 def test_success_response_matches_the_contract(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=100)
-    album = make_album(direct_harness.engine, user)
-    images = make_images(direct_harness.engine, direct_harness.storage, album, 10)
+    user, album, images = make_album_with_images(direct_harness.engine, direct_harness.storage, 10, tokens=100)
     for image in images[:3]:
         make_completed_job(direct_harness.engine, user, album, image, Tier.TIER_2K)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_2K"})
@@ -196,9 +191,7 @@ def test_success_response_matches_the_contract(direct_harness: Harness) -> None:
 
 
 def test_skip_false_reenhances_everything(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=150)
-    album = make_album(direct_harness.engine, user)
-    images = make_images(direct_harness.engine, direct_harness.storage, album, 10)
+    user, album, images = make_album_with_images(direct_harness.engine, direct_harness.storage, 10, tokens=150)
     for image in images:
         make_completed_job(direct_harness.engine, user, album, image, Tier.TIER_4K)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_4K", "skipAlreadyEnhanced": False})
@@ -229,9 +222,8 @@ def test_all_already_enhanced_is_200_with_no_charge(direct_harness: Harness) -> 
 
 
 def test_other_tier_is_not_skipped(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=100)
-    album = make_album(direct_harness.engine, user)
-    [image] = make_images(direct_harness.engine, direct_harness.storage, album, 1)
+    user, album, images = make_album_with_images(direct_harness.engine, direct_harness.storage, 1, tokens=100)
+    [image] = images
     make_completed_job(direct_harness.engine, user, album, image, Tier.TIER_1K)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_2K"})
     assert (response.json()["skipped"], response.json()["queued"]) == (0, 1)
@@ -239,9 +231,7 @@ def test_other_tier_is_not_skipped(direct_harness: Harness) -> None:
 
 
 def test_work_in_flight_is_never_charged_twice(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=100)
-    album = make_album(direct_harness.engine, user)
-    images = make_images(direct_harness.engine, direct_harness.storage, album, 2)
+    user, album, images = make_album_with_images(direct_harness.engine, direct_harness.storage, 2, tokens=100)
     make_pending_job(direct_harness.engine, user, album, images[0], Tier.TIER_1K)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_1K"})
     body = response.json()
@@ -254,9 +244,7 @@ def test_work_in_flight_is_never_charged_twice(direct_harness: Harness) -> None:
 
 
 def test_direct_mode_runs_the_batch_to_completion(direct_harness: Harness) -> None:
-    user = make_user(direct_harness.engine, tokens=100)
-    album = make_album(direct_harness.engine, user)
-    make_images(direct_harness.engine, direct_harness.storage, album, 2)
+    user, album, _ = make_album_with_images(direct_harness.engine, direct_harness.storage, 2, tokens=100)
     body = enhance(direct_harness, album, user.headers, {"tier": "TIER_1K"}).json()
     wait_for_batch_end(direct_harness, body["batchId"])
     jobs = jobs_of_batch(direct_harness.engine, body["batchId"])

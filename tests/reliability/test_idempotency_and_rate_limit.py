@@ -10,7 +10,7 @@ from db.models import LedgerType
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, ledger_entries
-from tests.factories import make_album, make_images, make_user
+from tests.factories import make_album, make_album_with_images, make_images, make_user
 
 
 def enhance(http: httpx.Client, album: str, headers: dict[str, str], key: str | None, body: dict[str, object]):
@@ -24,9 +24,7 @@ def wait_for_batches(h: Harness, batch_ids: set[str]) -> None:
 
 def test_same_key_same_body_replays_and_charges_once(direct_harness: Harness) -> None:
     h = direct_harness
-    user = make_user(h.engine, tokens=100)
-    album = make_album(h.engine, user)
-    make_images(h.engine, h.storage, album, 3)
+    user, album, _ = make_album_with_images(h.engine, h.storage, 3, tokens=100)
     first = enhance(h.http, album, user.headers, "key-1", {"tier": "TIER_2K"})
     again = enhance(h.http, album, user.headers, "key-1", {"tier": "TIER_2K", "skipAlreadyEnhanced": True})
     assert first.status_code == again.status_code == 200
@@ -40,9 +38,7 @@ def test_same_key_same_body_replays_and_charges_once(direct_harness: Harness) ->
 
 def test_same_key_with_another_body_is_422(direct_harness: Harness) -> None:
     h = direct_harness
-    user = make_user(h.engine, tokens=100)
-    album = make_album(h.engine, user)
-    make_images(h.engine, h.storage, album, 1)
+    user, album, _ = make_album_with_images(h.engine, h.storage, 1, tokens=100)
     first = enhance(h.http, album, user.headers, "key-2", {"tier": "TIER_1K"})
     other = enhance(h.http, album, user.headers, "key-2", {"tier": "TIER_4K"})
     assert other.status_code == 422
@@ -65,9 +61,7 @@ def test_keys_belong_to_their_user(direct_harness: Harness) -> None:
 
 def test_a_failed_request_does_not_burn_the_key(direct_harness: Harness) -> None:
     h = direct_harness
-    user = make_user(h.engine, tokens=1)
-    album = make_album(h.engine, user)
-    make_images(h.engine, h.storage, album, 1)
+    user, album, _ = make_album_with_images(h.engine, h.storage, 1, tokens=1)
     assert enhance(h.http, album, user.headers, "key-3", {"tier": "TIER_1K"}).status_code == 402
     from db import ledger
     from db.session import session_scope
@@ -81,9 +75,7 @@ def test_a_failed_request_does_not_burn_the_key(direct_harness: Harness) -> None
 
 def test_concurrent_requests_with_one_key_charge_once(direct_harness: Harness) -> None:
     h = direct_harness
-    user = make_user(h.engine, tokens=100)
-    album = make_album(h.engine, user)
-    make_images(h.engine, h.storage, album, 2)
+    user, album, _ = make_album_with_images(h.engine, h.storage, 2, tokens=100)
 
     def send(_: int) -> httpx.Response:
         with httpx.Client(base_url=h.api.base_url, timeout=30) as http:
@@ -131,9 +123,7 @@ def test_rate_limit_is_shared_between_replicas(db_url: str, tmp_path: Path) -> N
         db_url, storage, rate_limit_enabled=True, rate_limit_requests=2, rate_limit_window_seconds=3600
     )
     engine = engine_for(db_url)
-    user = make_user(engine, tokens=100)
-    album = make_album(engine, user)
-    make_images(engine, storage, album, 1)
+    user, album, _ = make_album_with_images(engine, storage, 1, tokens=100)
     with LiveServer(settings) as first, LiveServer(settings) as second:
         codes = [
             enhance(api.http, album, user.headers, None, {"tier": "TIER_1K"}).status_code

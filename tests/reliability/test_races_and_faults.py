@@ -28,7 +28,7 @@ from tests.db_helpers import (
     ledger_entries,
     refunds_for_job,
 )
-from tests.factories import make_album, make_images, make_user
+from tests.factories import make_album, make_album_with_images, make_images, make_user
 from worker import build_worker
 from workflows.batch_enhance import BatchEnhanceWorkflow
 
@@ -102,9 +102,7 @@ async def test_database_failing_inside_an_activity(
     faults = DatabaseFaults(faulty_engine, failures)
     activities = BatchActivities(faulty_engine, storage, settings.max_image_pixels)
     engine = make_engine(primary_db_url)
-    user = make_user(engine, tokens=100)
-    album = make_album(engine, user)
-    make_images(engine, storage, album, 2)
+    user, album, _ = make_album_with_images(engine, storage, 2, tokens=100)
     with ThreadPoolExecutor(max_workers=2) as executor:
         async with build_worker(temporal_env.client, settings, activities, executor):
             with LiveServer(settings) as api:

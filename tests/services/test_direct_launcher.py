@@ -27,7 +27,7 @@ from tests.db_helpers import (
     original_key_of,
     refunds_for_job,
 )
-from tests.factories import make_album, make_image, make_images, make_user
+from tests.factories import make_album_with_images, make_image
 from tests.storage_faults import FlakyStorage, GatedStorage
 from workflows.inputs import BatchEnhanceInput
 
@@ -63,9 +63,7 @@ async def test_corrupt_image_is_refunded_and_the_rest_completes(
     db_url: str, tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
     engine, storage = engine_for(db_url), LocalStorage(tmp_path / "s")
-    user = make_user(engine, tokens=20)
-    album = make_album(engine, user)
-    make_images(engine, storage, album, 2)
+    user, album, _ = make_album_with_images(engine, storage, 2, tokens=20)
     bad = make_image(engine, storage, album, b"not an image at all", sort_order=5)
     inp = charge_album(db_url, storage, user.id, album)
     result = await DirectLauncher(BatchActivities(engine, storage, 60_000_000), executor).run(inp)
@@ -80,9 +78,7 @@ async def test_corrupt_image_is_refunded_and_the_rest_completes(
 
 async def test_transient_errors_are_retried(db_url: str, tmp_path: Path, executor: ThreadPoolExecutor) -> None:
     engine, storage = engine_for(db_url), FlakyStorage(tmp_path / "s", failures=2)
-    user = make_user(engine, tokens=20)
-    album = make_album(engine, user)
-    make_images(engine, storage, album, 1)
+    user, album, _ = make_album_with_images(engine, storage, 1, tokens=20)
     inp = charge_album(db_url, storage, user.id, album)
     result = await DirectLauncher(BatchActivities(engine, storage, 60_000_000), executor).run(inp)
     [job] = jobs_of_batch(engine, inp.batch_id)
@@ -93,9 +89,7 @@ async def test_lasting_errors_fail_after_the_attempts_and_refund_once(
     db_url: str, tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
     engine, storage = engine_for(db_url), FlakyStorage(tmp_path / "s", failures=None)
-    user = make_user(engine, tokens=20)
-    album = make_album(engine, user)
-    make_images(engine, storage, album, 1)
+    user, album, _ = make_album_with_images(engine, storage, 1, tokens=20)
     inp = charge_album(db_url, storage, user.id, album)
     result = await DirectLauncher(BatchActivities(engine, storage, 60_000_000), executor).run(inp)
     [job] = jobs_of_batch(engine, inp.batch_id)
@@ -107,9 +101,8 @@ async def test_cancel_flag_stops_before_the_next_image(
     db_url: str, tmp_path: Path, executor: ThreadPoolExecutor
 ) -> None:
     engine, storage = engine_for(db_url), GatedStorage(tmp_path / "s")
-    user = make_user(engine, tokens=20)
-    album = make_album(engine, user)
-    first, *_ = make_images(engine, storage, album, 3)
+    user, album, images = make_album_with_images(engine, storage, 3, tokens=20)
+    first, *_ = images
     inp = charge_album(db_url, storage, user.id, album)
     storage.gate(original_key_of(engine, first))
     launcher = DirectLauncher(BatchActivities(engine, storage, 60_000_000), executor)
@@ -129,9 +122,7 @@ async def test_unfinished_direct_batches_resume_after_a_restart(tmp_path: Path, 
     # A database of its own: the reconciler looks at every batch in it.
     db_url = f"sqlite:///{tmp_path / 'own.db'}"
     engine, storage = engine_for(db_url), LocalStorage(tmp_path / "s")
-    user = make_user(engine, tokens=20)
-    album = make_album(engine, user)
-    make_images(engine, storage, album, 2)
+    user, album, _ = make_album_with_images(engine, storage, 2, tokens=20)
     inp = charge_album(db_url, storage, user.id, album)  # RUNNING, but no process runs it: the API died
     launcher = DirectLauncher(BatchActivities(engine, storage, 60_000_000), executor)
     report = await reconcile_once(engine, launcher, make_settings(db_url, storage), resume_running_direct=True)

@@ -23,7 +23,7 @@ from tests.db_helpers import (
     original_key_of,
     refunds_for_job,
 )
-from tests.factories import UserWithKey, make_album, make_image, make_images, make_user, photo_bytes
+from tests.factories import make_album, make_album_with_images, make_image, make_user, photo_bytes
 from tests.storage_faults import FlakyStorage, GatedStorage
 from workflows.batch_enhance import BatchEnhanceWorkflow
 from workflows.inputs import BatchResult
@@ -67,12 +67,6 @@ async def gated_stack(
         yield harness, storage
 
 
-def album_of(h: Harness, count: int, tokens: int = 100) -> tuple[UserWithKey, str, list[str]]:
-    user = make_user(h.engine, tokens=tokens)
-    album = make_album(h.engine, user)
-    return user, album, make_images(h.engine, h.storage, album, count)
-
-
 async def test_corrupt_image_fails_alone_and_is_refunded_once(temporal_harness: Harness) -> None:
     h = temporal_harness
     user = make_user(h.engine, tokens=100)
@@ -112,7 +106,7 @@ async def test_temporal_cli_cancel_mid_batch_refunds_the_rest(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = album_of(h, 4)
+        user, album, images = make_album_with_images(h.engine, h.storage, 4)
         storage.gate(original_key_of(h.engine, images[1]))
         body = await start_batch(h, album, user.headers)
         await eventually(storage.waiting.is_set)
@@ -136,7 +130,7 @@ async def test_pause_resume_and_progress_query_from_the_cli(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = album_of(h, 3)
+        user, album, images = make_album_with_images(h.engine, h.storage, 3)
         storage.gate(original_key_of(h.engine, images[0]))
         body = await start_batch(h, album, user.headers)
         batch_id = body["batchId"]
@@ -171,7 +165,7 @@ async def test_cancel_signal_finishes_the_current_image_and_completes(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = album_of(h, 3)
+        user, album, images = make_album_with_images(h.engine, h.storage, 3)
         storage.gate(original_key_of(h.engine, images[0]))
         body = await start_batch(h, album, user.headers)
         await eventually(storage.waiting.is_set)
@@ -191,7 +185,7 @@ async def test_rest_cancel_cancels_the_workflow(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = album_of(h, 3)
+        user, album, images = make_album_with_images(h.engine, h.storage, 3)
         storage.gate(original_key_of(h.engine, images[0]))
         body = await start_batch(h, album, user.headers)
         await eventually(storage.waiting.is_set)
@@ -213,7 +207,7 @@ async def test_transient_storage_errors_are_retried(
 ) -> None:
     storage = FlakyStorage(tmp_path / "flaky", failures=2)
     async with temporal_stack(temporal_env.client, primary_db_url, storage) as h:
-        user, album, _ = album_of(h, 1)
+        user, album, _ = make_album_with_images(h.engine, h.storage, 1)
         body = await start_batch(h, album, user.headers)
         result = await workflow_handle(h, body["batchId"]).result()
         [job] = jobs_of_batch(h.engine, body["batchId"])
@@ -226,7 +220,7 @@ async def test_lasting_storage_failure_fails_and_refunds_once(
 ) -> None:
     storage = FlakyStorage(tmp_path / "broken", failures=None)
     async with temporal_stack(temporal_env.client, primary_db_url, storage) as h:
-        user, album, _ = album_of(h, 2)
+        user, album, _ = make_album_with_images(h.engine, h.storage, 2)
         body = await start_batch(h, album, user.headers)
         result = await workflow_handle(h, body["batchId"]).result()
         jobs = jobs_of_batch(h.engine, body["batchId"])
