@@ -2,7 +2,7 @@
 
 import hashlib
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -15,6 +15,8 @@ from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
 from services.launcher import BatchLauncher
 from storage.local import LocalStorage
+
+T = TypeVar("T")
 
 bearer = HTTPBearer(auto_error=False, description="The API key printed by `album-enhance users create`")
 
@@ -61,8 +63,13 @@ def get_current_user(
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
+def find(session: Session, model: type[T], row_id: str) -> T | None:
+    """The row with this id, or None; an id with a NUL byte matches nothing (PostgreSQL refuses it in text)."""
+    return None if "\x00" in row_id else session.get(model, row_id)
+
+
 def get_owned_album(album_id: Annotated[str, Path(alias="albumId")], user: CurrentUser, session: SessionDep) -> Album:
-    album = session.get(Album, album_id)
+    album = find(session, Album, album_id)
     if album is None:
         raise NotFound("Album not found")
     if album.owner_id != user.id:
@@ -74,7 +81,7 @@ OwnedAlbum = Annotated[Album, Depends(get_owned_album)]
 
 
 def get_owned_image(image_id: Annotated[str, Path(alias="imageId")], user: CurrentUser, session: SessionDep) -> Image:
-    image = session.get(Image, image_id)
+    image = find(session, Image, image_id)
     album = session.get(Album, image.album_id) if image is not None else None
     if image is None or album is None or album.owner_id != user.id:
         raise NotFound("Image not found")
@@ -87,7 +94,7 @@ OwnedImage = Annotated[Image, Depends(get_owned_image)]
 def get_owned_job(
     job_id: Annotated[str, Path(alias="jobId")], user: CurrentUser, session: SessionDep
 ) -> EnhancementJob:
-    job = session.get(EnhancementJob, job_id)
+    job = find(session, EnhancementJob, job_id)
     if job is None or job.user_id != user.id:
         raise NotFound("Job not found")
     return job
@@ -97,7 +104,7 @@ OwnedJob = Annotated[EnhancementJob, Depends(get_owned_job)]
 
 
 def get_owned_batch(batch_id: Annotated[str, Path(alias="batchId")], user: CurrentUser, session: SessionDep) -> Batch:
-    batch = session.get(Batch, batch_id)
+    batch = find(session, Batch, batch_id)
     if batch is None or batch.user_id != user.id:
         raise NotFound("Batch not found")
     return batch

@@ -2,11 +2,14 @@
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from fastapi.openapi.utils import get_openapi
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
@@ -34,6 +37,26 @@ async def _make_launcher(
     # Lazy: the API starts (and refunds failed starts) even while Temporal is unreachable.
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
+
+
+def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
+    """The schema as served: request validation errors are 400 `{"error", "details"}`, never FastAPI's 422."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                del responses["422"]
+                # A string path parameter cannot fail validation; a body, query or header can.
+                if "requestBody" in operation or any(p["in"] != "path" for p in operation.get("parameters", [])):
+                    responses.setdefault("400", {"description": "Invalid request", "content": _ERROR_CONTENT})
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
+
+
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -68,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(api_router)
 

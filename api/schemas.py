@@ -41,10 +41,13 @@ class TransactionsOut(ApiModel):
     transactions: list[TransactionOut]
 
 
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold a NUL character
+
+
 class AlbumCreate(ApiModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
-    name: str = Field(min_length=1, max_length=200)
-    description: str | None = Field(default=None, max_length=2000)
+    name: str = Field(min_length=1, max_length=200, pattern=NO_NUL)
+    description: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)
 
 
 class AlbumOut(ApiModel):

@@ -179,7 +179,7 @@ def enhance_album(
     settings: SettingsDep,
     launcher: LauncherDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
 ) -> Any:
     """Charge for and start the enhancement of an album's images (see the API contract)."""
     key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
