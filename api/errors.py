@@ -73,7 +73,8 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return JSONResponse({"error": "Internal server error"}, status_code=500)
+    # Close the connection: the server drops it after an unexpected error anyway.
+    return JSONResponse({"error": "Internal server error"}, status_code=500, headers={"Connection": "close"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
