@@ -1,0 +1,27 @@
+"""Image enhancement engine: validation (probe_image) and tier enhancement (enhance_image)."""
+
+import warnings
+
+import cv2
+import pillow_heif
+from PIL import Image
+
+# Parallelism comes from running one image per worker thread; OpenCV's own pool would oversubscribe.
+cv2.setNumThreads(1)
+pillow_heif.register_heif_opener()
+# probe_image and enhance_image enforce their own pixel limit with a clear error; Pillow's warning for
+# 89-179 MP headers would only be log noise in front of that refusal.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+from imaging.enhance import TIER_SIZES, EnhancedImage, enhance_image  # noqa: E402
+from imaging.errors import InvalidImageError  # noqa: E402
+from imaging.probe import ImageInfo, probe_image  # noqa: E402
+
+__all__ = [
+    "TIER_SIZES",
+    "EnhancedImage",
+    "ImageInfo",
+    "InvalidImageError",
+    "enhance_image",
+    "probe_image",
+]

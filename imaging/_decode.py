@@ -1,0 +1,167 @@
+"""Decoding untrusted bytes to 8-bit pixels: fast OpenCV path for JPEG, Pillow for everything else."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from imaging._source import DECODE_ERRORS, exif_orientation, format_name, open_image
+from imaging.colour import convert_image_to_srgb, source_profile
+from imaging.errors import InvalidImageError
+
+ChannelOrder = Literal["RGB", "BGR", "L"]
+
+_JPEG_SCALES = (8, 4, 2, 1)
+_EOI_SEARCH_BYTES = 1 << 16
+_CV_COLOUR_FLAGS = {
+    1: cv2.IMREAD_COLOR,
+    2: cv2.IMREAD_REDUCED_COLOR_2,
+    4: cv2.IMREAD_REDUCED_COLOR_4,
+    8: cv2.IMREAD_REDUCED_COLOR_8,
+}
+_CV_GRAY_FLAGS = {
+    1: cv2.IMREAD_GRAYSCALE,
+    2: cv2.IMREAD_REDUCED_GRAYSCALE_2,
+    4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
+    8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
+}
+_HIGH_BIT_DEPTH_SCALE = {"I": 1 / 257, "F": 1.0}  # "I" holds 16-bit samples (PNG, TIFF); "F" is 0..255
+
+
+@dataclass(frozen=True)
+class Source:
+    """Decoded pixels plus what is needed to finish them; pixels may be DCT-reduced from stored_size."""
+
+    pixels: np.ndarray
+    order: ChannelOrder
+    icc: bytes | None
+    orientation: int
+    stored_size: tuple[int, int]
+
+
+def fit_long_side(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    """Scale (width, height) so the longer side is long_side, keeping the aspect ratio."""
+    width, height = size
+    if width >= height:
+        return long_side, max(1, round(height * long_side / width))
+    return max(1, round(width * long_side / height)), long_side
+
+
+def decode(data: bytes, max_pixels: int, long_side: int | None = None) -> Source:
+    """Decode to 8-bit RGB/BGR/L pixels; a JPEG may come out DCT-reduced, never below the long_side fit."""
+    image = open_image(data, max_pixels)
+    fmt = format_name(image)
+    stored = image.size
+    min_size = fit_long_side(stored, long_side) if long_side else None
+    if fmt == "JPEG" and image.mode in ("RGB", "L") and _jpeg_is_complete(data):
+        fast = _decode_jpeg_opencv(data, image.mode, _jpeg_scale(stored, min_size))
+        if fast is not None:
+            order: ChannelOrder = "BGR" if image.mode == "RGB" else "L"
+            return Source(fast, order, source_profile(image.info), exif_orientation(image), stored)
+    if fmt == "JPEG" and min_size is not None:
+        image.draft(image.mode, min_size)
+    load_first_frame(image)
+    orientation, icc = exif_orientation(image), source_profile(image.info)
+    image, icc = _to_8bit(image, icc)
+    return Source(np.asarray(image), "L" if image.mode == "L" else "RGB", icc, orientation, stored)
+
+
+def load_first_frame(image: Image.Image) -> None:
+    """Decode the current (first) frame, turning every decoder failure into InvalidImageError."""
+    try:
+        image.load()
+    except DECODE_ERRORS as exc:
+        raise InvalidImageError(f"Corrupt or truncated image data: {exc}") from None
+
+
+def _jpeg_scale(size: tuple[int, int], min_size: tuple[int, int] | None) -> int:
+    if min_size is None:
+        return 1
+    for scale in _JPEG_SCALES:
+        if -(-size[0] // scale) >= min_size[0] and -(-size[1] // scale) >= min_size[1]:
+            return scale
+    return 1
+
+
+def _jpeg_is_complete(data: bytes) -> bool:
+    # Older OpenCV builds return a grey-filled image for a truncated file instead of failing, so only
+    # files with an end-of-image marker after the first scan go that way. Entropy-coded data cannot
+    # contain FFD9; searching just the tail keeps this cheap (files with a long trailer use Pillow).
+    scan = _first_scan_offset(data)
+    return scan is not None and data.rfind(b"\xff\xd9", max(scan, len(data) - _EOI_SEARCH_BYTES)) != -1
+
+
+def _first_scan_offset(data: bytes) -> int | None:
+    """Offset of the first top-level SOS marker, skipping segments (an EXIF thumbnail has its own)."""
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            return None
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+        elif marker == 0xDA:
+            return position
+        elif 0xD0 <= marker <= 0xD7 or marker == 0x01:  # markers without a length
+            position += 2
+        else:
+            position += 2 + int.from_bytes(data[position + 2 : position + 4], "big")
+    return None
+
+
+def _decode_jpeg_opencv(data: bytes, mode: str, scale: int) -> np.ndarray | None:
+    # OpenCV decodes straight into a numpy array (no RGBX copy), with the GIL released.
+    flags = (_CV_COLOUR_FLAGS if mode == "RGB" else _CV_GRAY_FLAGS)[scale] | cv2.IMREAD_IGNORE_ORIENTATION
+    try:
+        pixels = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        return None
+    return pixels if pixels is not None and pixels.size else None
+
+
+def _to_8bit(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """Normalise any Pillow mode to 8-bit RGB or L; alpha goes onto white, CMYK through its profile."""
+    mode = image.mode
+    if mode == "CMYK":
+        converted = convert_image_to_srgb(image, icc)
+        return (converted if converted is not None else _convert(image, "RGB")), None
+    if mode.startswith("I") or mode == "F":
+        return Image.fromarray(_high_bit_depth_gray(image)), icc
+    if mode in ("P", "PA", "RGBA", "RGBa", "LA", "La") or "transparency" in image.info:
+        return _flatten_on_white(image), icc
+    if mode not in ("RGB", "L"):
+        return _convert(image, "L" if mode == "1" else "RGB"), icc
+    return image, icc
+
+
+def _high_bit_depth_gray(image: Image.Image) -> np.ndarray:
+    # Pillow's convert("L") clips 16-bit samples to 255 (an all-white image); scale instead.
+    scale = _HIGH_BIT_DEPTH_SCALE["F" if image.mode == "F" else "I"]
+    samples = np.asarray(image).astype(np.float32)
+    return np.clip(samples * scale + 0.5, 0, 255).astype(np.uint8)
+
+
+def _flatten_on_white(image: Image.Image) -> Image.Image:
+    # Dropping alpha would expose whatever colour hides under transparent pixels (often black).
+    gray = image.mode in ("L", "LA", "La") or (image.mode in ("P", "PA") and _palette_is_gray(image))
+    rgba = _convert(image, "LA" if gray else "RGBA")
+    base_mode = "L" if gray else "RGB"
+    background = Image.new(base_mode, rgba.size, 255 if gray else (255, 255, 255))
+    background.paste(rgba.convert(base_mode), mask=rgba.getchannel("A"))
+    return background
+
+
+def _palette_is_gray(image: Image.Image) -> bool:
+    palette = image.palette
+    return palette is not None and palette.mode == "L"
+
+
+def _convert(image: Image.Image, mode: str) -> Image.Image:
+    try:
+        return image.convert(mode)
+    except DECODE_ERRORS as exc:
+        raise InvalidImageError(f"Unsupported pixel format {image.mode}: {exc}") from None
