@@ -155,7 +155,8 @@ class DirectLauncher:
 
         final = "COMPLETED"
         for index, job_id in enumerate(inp.job_ids):
-            if await self._call(self._cancel_requested, inp.batch_id):
+            checking = functools.partial(self._call, self._cancel_requested, inp.batch_id)
+            if await _with_retry(checking, inp.retry, None):
                 for remaining in inp.job_ids[index:]:
                     await close(remaining, "CANCELLED", "Batch cancelled")
                 final = "CANCELLED"
