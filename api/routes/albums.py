@@ -26,11 +26,13 @@ from api.schemas import (
     ImageOut,
     UploadOut,
 )
+from core.config import Settings
 from core.errors import BatchStartFailed, InvalidRequest
 from db.models import Album, Batch, BatchStatus, EnhancementJob, Image, Tier
 from services import idempotency, rate_limit
 from services.batches import batch_input, close_unstarted, mark_started
 from services.enhance import PlannedBatch, plan_and_charge
+from services.launcher import BatchLauncher
 from services.uploads import check_upload, store_uploads
 
 log = logging.getLogger(__name__)
@@ -221,12 +223,13 @@ def enhance_album(
 
 def _start_batch(
     session: Session,
-    settings: SettingsDep,
-    launcher: LauncherDep,
+    settings: Settings,
+    launcher: BatchLauncher,
     batch_id: str,
     user_id: str,
     key: str | None,
 ) -> None:
+    """Start the charged batch; if that fails, refund it and answer the contract's 500."""
     if settings.debug_delay_before_start_seconds:
         time.sleep(settings.debug_delay_before_start_seconds)
     inp = batch_input(session, session.get_one(Batch, batch_id), settings)
