@@ -6,12 +6,14 @@ from pathlib import Path
 
 from PIL import Image as PILImage
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from api.deps import hash_api_key
 from cli import new_api_key
 from db import ledger
 from db.models import Album, Batch, EnhancementJob, Image, JobStatus, Tier, User, new_id
 from db.session import session_scope
+from services.enhance import PlannedBatch, plan_and_charge
 from storage.local import LocalStorage, original_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "photos"
@@ -128,3 +130,20 @@ def make_album_with_images(
     user = make_user(engine, tokens=tokens)
     album = make_album(engine, user)
     return user, album, make_images(engine, storage, album, images)
+
+
+def charge_batch(
+    session: Session, user_id: str, album_id: str, tier: Tier = Tier.TIER_1K, execution_mode: str = "direct"
+) -> PlannedBatch:
+    """Charge a batch of the album's images as the enhance route does (in the caller's transaction)."""
+    planned = plan_and_charge(
+        session,
+        user_id=user_id,
+        album_id=album_id,
+        tier=tier,
+        skip_already_enhanced=True,
+        max_batch_size=20,
+        execution_mode=execution_mode,
+    )
+    assert planned.batch is not None, "nothing to charge: the album has no image left to enhance"
+    return planned

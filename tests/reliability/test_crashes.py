@@ -31,7 +31,6 @@ from activities.batch import BatchActivities
 from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, LedgerType, Tier, utcnow
 from db.session import init_db, make_engine, session_scope
 from services.batches import batch_input, mark_started
-from services.enhance import plan_and_charge
 from services.launcher import TemporalLauncher
 from services.reconciler import reconcile_once
 from storage.local import LocalStorage
@@ -44,7 +43,7 @@ from tests.db_helpers import (
     ledger_entries,
     refunds_for_job,
 )
-from tests.factories import UserWithKey, make_album, make_image, make_images, make_user
+from tests.factories import UserWithKey, charge_batch, make_album, make_image, make_images, make_user
 from tests.reliability.processes import (
     DevServer,
     ManagedProcess,
@@ -561,14 +560,6 @@ async def test_reconciler_refunds_a_charged_batch_it_cannot_start(crash_db: Cras
 
 
 def plan_charge(session: Session, user: UserWithKey, album: str) -> str:
-    planned = plan_and_charge(
-        session,
-        user_id=user.id,
-        album_id=album,
-        tier=Tier.TIER_2K,
-        skip_already_enhanced=True,
-        max_batch_size=20,
-        execution_mode="temporal",
-    )
+    planned = charge_batch(session, user.id, album, Tier.TIER_2K, execution_mode="temporal")
     assert planned.batch is not None
     return planned.batch.id

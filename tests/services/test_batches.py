@@ -9,11 +9,11 @@ from sqlmodel import col
 from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, Tier
 from db.session import session_scope
 from services.batches import close_unstarted
-from services.enhance import new_batch_id, plan_and_charge
+from services.enhance import new_batch_id
 from storage.local import LocalStorage
 from tests.conftest import engine_for
 from tests.db_helpers import assert_balance_matches_ledger, balance, jobs_of_batch
-from tests.factories import make_album, make_images, make_user
+from tests.factories import charge_batch, make_album, make_images, make_user
 
 
 def test_batch_ids_stay_unique_within_one_millisecond(db_url: str) -> None:
@@ -46,15 +46,7 @@ def test_closing_an_unstarted_batch_never_refunds_a_job_in_processing(db_url: st
     album = make_album(engine, user)
     make_images(engine, LocalStorage(tmp_path), album, 3)
     with session_scope(engine) as session:
-        planned = plan_and_charge(
-            session,
-            user_id=user.id,
-            album_id=album,
-            tier=Tier.TIER_1K,
-            skip_already_enhanced=True,
-            max_batch_size=20,
-            execution_mode="temporal",
-        )
+        planned = charge_batch(session, user.id, album, execution_mode="temporal")
         assert planned.batch is not None
         batch_id, first_job = planned.batch.id, planned.jobs[0].id
     # A workflow did start after all and its activity holds the first job.

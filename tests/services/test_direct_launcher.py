@@ -11,10 +11,9 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from activities.batch import BatchActivities
-from db.models import Batch, BatchStatus, JobStatus, Tier
+from db.models import Batch, BatchStatus, JobStatus
 from db.session import session_scope
 from services.batches import batch_input, mark_started
-from services.enhance import plan_and_charge
 from services.launcher import DirectLauncher
 from services.reconciler import reconcile_once
 from storage.local import LocalStorage
@@ -27,7 +26,7 @@ from tests.db_helpers import (
     original_key_of,
     refunds_for_job,
 )
-from tests.factories import make_album_with_images, make_image
+from tests.factories import charge_batch, make_album_with_images, make_image
 from tests.storage_faults import FlakyStorage, GatedStorage
 from workflows.inputs import BatchEnhanceInput
 
@@ -45,15 +44,7 @@ def charge_album(db_url: str, storage: LocalStorage, user_id: str, album: str) -
     engine = engine_for(db_url)
     settings = make_settings(db_url, storage)
     with session_scope(engine) as session:
-        planned = plan_and_charge(
-            session,
-            user_id=user_id,
-            album_id=album,
-            tier=Tier.TIER_1K,
-            skip_already_enhanced=True,
-            max_batch_size=20,
-            execution_mode="direct",
-        )
+        planned = charge_batch(session, user_id, album)
         assert planned.batch is not None
         mark_started(session, planned.batch.id)
         return batch_input(session, planned.batch, settings)

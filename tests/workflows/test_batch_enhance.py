@@ -23,7 +23,7 @@ from tests.db_helpers import (
     original_key_of,
     refunds_for_job,
 )
-from tests.factories import make_album, make_album_with_images, make_image, make_user, photo_bytes
+from tests.factories import UserWithKey, make_album, make_album_with_images, make_image, make_user, photo_bytes
 from tests.storage_faults import FlakyStorage, GatedStorage
 from workflows.batch_enhance import BatchEnhanceWorkflow
 from workflows.inputs import BatchResult
@@ -56,6 +56,17 @@ async def temporal_cli(env: WorkflowEnvironment, *args: str) -> str:
 def workflow_handle(h: Harness, batch_id: str) -> WorkflowHandle[BatchEnhanceWorkflow, BatchResult]:
     assert h.temporal is not None
     return h.temporal.get_workflow_handle_for(BatchEnhanceWorkflow.run, batch_id)
+
+
+async def start_gated_batch(
+    h: Harness, storage: GatedStorage, images: int, gate_at: int
+) -> tuple[UserWithKey, str, dict]:
+    """Start a batch whose image `gate_at` blocks until released; returns once the batch is held there."""
+    user, album, image_ids = make_album_with_images(h.engine, storage, images)
+    storage.gate(original_key_of(h.engine, image_ids[gate_at]))
+    body = await start_batch(h, album, user.headers)
+    await eventually(storage.waiting.is_set)
+    return user, album, body
 
 
 @contextlib.asynccontextmanager
@@ -106,10 +117,7 @@ async def test_temporal_cli_cancel_mid_batch_refunds_the_rest(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = make_album_with_images(h.engine, h.storage, 4)
-        storage.gate(original_key_of(h.engine, images[1]))
-        body = await start_batch(h, album, user.headers)
-        await eventually(storage.waiting.is_set)
+        user, album, body = await start_gated_batch(h, storage, images=4, gate_at=1)
 
         await temporal_cli(temporal_env, "workflow", "cancel", "-w", body["batchId"])
         handle = workflow_handle(h, body["batchId"])
@@ -130,11 +138,8 @@ async def test_pause_resume_and_progress_query_from_the_cli(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = make_album_with_images(h.engine, h.storage, 3)
-        storage.gate(original_key_of(h.engine, images[0]))
-        body = await start_batch(h, album, user.headers)
+        user, album, body = await start_gated_batch(h, storage, images=3, gate_at=0)
         batch_id = body["batchId"]
-        await eventually(storage.waiting.is_set)
 
         await temporal_cli(temporal_env, "workflow", "signal", "-w", batch_id, "--name", "pause")
         storage.release.set()
@@ -165,10 +170,7 @@ async def test_cancel_signal_finishes_the_current_image_and_completes(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = make_album_with_images(h.engine, h.storage, 3)
-        storage.gate(original_key_of(h.engine, images[0]))
-        body = await start_batch(h, album, user.headers)
-        await eventually(storage.waiting.is_set)
+        user, album, body = await start_gated_batch(h, storage, images=3, gate_at=0)
 
         await temporal_cli(temporal_env, "workflow", "signal", "-w", body["batchId"], "--name", "cancel")
         storage.release.set()
@@ -185,10 +187,7 @@ async def test_rest_cancel_cancels_the_workflow(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     async with gated_stack(temporal_env, primary_db_url, tmp_path) as (h, storage):
-        user, album, images = make_album_with_images(h.engine, h.storage, 3)
-        storage.gate(original_key_of(h.engine, images[0]))
-        body = await start_batch(h, album, user.headers)
-        await eventually(storage.waiting.is_set)
+        user, album, body = await start_gated_batch(h, storage, images=3, gate_at=0)
 
         async with h.async_http() as http:
             response = await http.post(f"/api/batches/{body['batchId']}/cancel", headers=user.headers)
