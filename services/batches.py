@@ -33,7 +33,11 @@ def jobs_of(session: Session, batch_id: str) -> list[EnhancementJob]:
 
 def batch_input(session: Session, batch: Batch, settings: Settings) -> BatchEnhanceInput:
     """The workflow input of a batch, from its rows."""
-    jobs = jobs_of(session, batch.id)
+    return input_for(batch, jobs_of(session, batch.id), settings)
+
+
+def input_for(batch: Batch, jobs: list[EnhancementJob], settings: Settings) -> BatchEnhanceInput:
+    """The workflow input of a batch whose jobs are at hand (in processing order)."""
     return BatchEnhanceInput(
         batch_id=batch.id,
         album_id=batch.album_id,

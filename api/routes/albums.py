@@ -28,12 +28,13 @@ from api.schemas import (
 )
 from core.config import Settings
 from core.errors import BatchStartFailed, InvalidRequest
-from db.models import Album, Batch, BatchStatus, EnhancementJob, Image, Tier
+from db.models import Album, BatchStatus, EnhancementJob, Image, Tier
 from services import idempotency, rate_limit
-from services.batches import batch_input, close_unstarted, mark_started
+from services.batches import close_unstarted, input_for, mark_started
 from services.enhance import PlannedBatch, plan_and_charge
 from services.launcher import BatchLauncher
 from services.uploads import check_upload, store_uploads
+from workflows.inputs import BatchEnhanceInput
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/albums", tags=["albums"])
@@ -217,29 +218,24 @@ def enhance_album(
             session.commit()
         raise
     if planned.batch is not None:
-        _start_batch(session, settings, launcher, planned.batch.id, user.id, key)
+        _start_batch(session, settings, launcher, input_for(planned.batch, planned.jobs, settings), key)
     return result
 
 
 def _start_batch(
-    session: Session,
-    settings: Settings,
-    launcher: BatchLauncher,
-    batch_id: str,
-    user_id: str,
-    key: str | None,
+    session: Session, settings: Settings, launcher: BatchLauncher, inp: BatchEnhanceInput, key: str | None
 ) -> None:
     """Start the charged batch; if that fails, refund it and answer the contract's 500."""
     if settings.debug_delay_before_start_seconds:
         time.sleep(settings.debug_delay_before_start_seconds)
-    inp = batch_input(session, session.get_one(Batch, batch_id), settings)
+    batch_id = inp.batch_id
     try:
         anyio.from_thread.run(launcher.start, inp)
     except Exception:
         log.exception("could not start batch %s; refunding it", batch_id)
         close_unstarted(session, batch_id, BatchStatus.FAILED, "The enhancement workflow could not be started")
         if key is not None:
-            idempotency.record_response(session, user_id, key, 500, {"error": START_FAILED})
+            idempotency.record_response(session, inp.user_id, key, 500, {"error": START_FAILED})
         session.commit()
         raise BatchStartFailed(START_FAILED) from None
     mark_started(session, batch_id)
