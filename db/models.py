@@ -72,9 +72,6 @@ class BatchStatus(StrEnum):
     FAILED = "FAILED"
 
 
-FINISHED_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.FAILED)
-
-
 class LedgerType(StrEnum):
     GRANT = "GRANT"
     CONSUME = "CONSUME"

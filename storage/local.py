@@ -8,11 +8,7 @@ from pathlib import Path
 _SAFE_KEY = re.compile(r"^[a-z0-9]+(/[A-Za-z0-9._-]+)+$")
 
 
-class StorageError(Exception):
-    """A storage operation failed (it may succeed if retried)."""
-
-
-class ObjectNotFound(StorageError):
+class ObjectNotFound(Exception):
     """No object is stored under the key."""
 
 
