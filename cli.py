@@ -1,4 +1,4 @@
-"""The `album-enhance` command: run the service locally and manage users and tokens."""
+"""The `album-enhance` command: run the service, migrate its database, and manage users and tokens."""
 
 import argparse
 import asyncio
@@ -14,10 +14,13 @@ from sqlmodel import col, select
 from api.deps import hash_api_key
 from api.main import create_app
 from core.config import Settings, get_settings
+from core.errors import StartupRefused
 from core.temporal_dev import start_dev_server
-from db import ledger
+from db import ledger, migrate
 from db.models import User
-from db.session import init_db, make_engine, session_scope
+from db.session import check_schema, make_engine, session_scope
+from services.deployment import claim_storage
+from storage.factory import storage_from
 from worker import run_worker
 
 
@@ -29,7 +32,7 @@ def new_api_key() -> str:
 def create_user(settings: Settings, email: str, tokens: int) -> str:
     """Create a user with an optional token grant and return the API key."""
     engine = make_engine(settings.database_url)
-    init_db(engine)
+    check_schema(engine)
     api_key = new_api_key()
     with session_scope(engine) as session:
         if session.exec(select(User).where(col(User.email) == email)).first() is not None:
@@ -45,12 +48,23 @@ def create_user(settings: Settings, email: str, tokens: int) -> str:
 def grant_tokens(settings: Settings, email: str, tokens: int) -> int:
     """Grant tokens to a user and return the new balance."""
     engine = make_engine(settings.database_url)
-    init_db(engine)
+    check_schema(engine)
     with session_scope(engine) as session:
         user = session.exec(select(User).where(col(User.email) == email)).first()
         if user is None:
             raise SystemExit(f"no user with email {email}")
         return ledger.grant(session, user.id, tokens, "cli:grant")
+
+
+def upgrade_db(settings: Settings) -> str:
+    """Migrate the database to this version's schema and mark the storage as this deployment's."""
+    engine = make_engine(settings.database_url)
+    try:
+        migrate.upgrade(engine)
+        claim_storage(engine, storage_from(settings))
+        return f"database at revision {migrate.current_revision(engine)}; storage marked"
+    finally:
+        engine.dispose()
 
 
 async def _serve(settings: Settings, with_worker: bool) -> None:
@@ -67,7 +81,8 @@ async def _serve(settings: Settings, with_worker: bool) -> None:
 
 
 def run_dev(settings: Settings, direct: bool) -> None:
-    """Start the dev server (unless direct), a worker and the API in this process."""
+    """Start the dev server (unless direct), a worker and the API in this process, on an upgraded database."""
+    upgrade_db(settings)
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     if direct:
         settings = settings.model_copy(update={"execution_mode": "direct"})
@@ -103,6 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--direct", action="store_true", help="run batches in the API process, without Temporal")
     commands.add_parser("api", help="run the API only")
     commands.add_parser("worker", help="run a Temporal worker only")
+    db = commands.add_parser("db", help="manage the database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate the schema to this version (and mark the storage)")
     users = commands.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     create = users.add_parser("create", help="create a user and print its API key")
     create.add_argument("email")
@@ -118,13 +135,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = get_settings()
+    try:
+        _run(args, get_settings())
+    except StartupRefused as exc:
+        raise SystemExit(f"album-enhance {args.command}: {exc}") from None
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
     if args.command == "dev":
         run_dev(settings, args.direct)
     elif args.command == "api":
         asyncio.run(_serve(settings, with_worker=False))
     elif args.command == "worker":
         asyncio.run(run_worker(settings))
+    elif args.command == "db":
+        print(upgrade_db(settings))
     elif args.command == "users":
         if args.tokens < 0:
             raise SystemExit("--tokens must not be negative")

@@ -1,4 +1,4 @@
-"""Temporal worker entry point: wiring only (settings, database, storage, activities, reconciler)."""
+"""Temporal worker entry point: wiring only (settings, schema and storage checks, activities, reconciler)."""
 
 import asyncio
 import logging
@@ -9,10 +9,12 @@ from temporalio.worker import Worker
 
 from activities.batch import BatchActivities
 from core.config import Settings, get_settings
-from db.session import init_db, make_engine
+from core.errors import StartupRefused
+from db.session import check_schema, make_engine
+from services.deployment import verify_storage
 from services.launcher import TemporalLauncher
 from services.reconciler import reconcile_forever
-from storage.local import LocalStorage
+from storage.factory import storage_from
 from workflows.batch_enhance import BatchEnhanceWorkflow
 
 
@@ -33,8 +35,10 @@ def build_worker(
 async def run_worker(settings: Settings) -> None:
     """Run a worker and the reconciler until cancelled."""
     engine = make_engine(settings.database_url)
-    init_db(engine)
-    activities = BatchActivities(engine, LocalStorage(settings.storage_dir), settings.max_image_pixels)
+    check_schema(engine)
+    storage = storage_from(settings)
+    verify_storage(engine, storage)
+    activities = BatchActivities(engine, storage, settings.max_image_pixels)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
     with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:
@@ -49,7 +53,10 @@ async def run_worker(settings: Settings) -> None:
 def main() -> None:
     """Run a worker against TEMPORAL_ADDRESS."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    asyncio.run(run_worker(get_settings()))
+    try:
+        asyncio.run(run_worker(get_settings()))
+    except StartupRefused as exc:
+        raise SystemExit(f"worker refused to start: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcn
 from db.session import session_scope
 from imaging import InvalidImageError, enhance_image
 from imaging.enhance import TIER_SIZES
-from storage.local import LocalStorage, ObjectNotFound, enhanced_key
+from storage.base import ObjectNotFound, Storage, enhanced_key
 from workflows.inputs import (
     INVALID_IMAGE_ERROR,
     MISSING_ORIGINAL_ERROR,
@@ -42,7 +42,7 @@ class _Claim:
 class BatchActivities:
     """Holds the database engine and storage the activities use (injected, so tests can wrap them)."""
 
-    def __init__(self, engine: Engine, storage: LocalStorage, max_image_pixels: int) -> None:
+    def __init__(self, engine: Engine, storage: Storage, max_image_pixels: int) -> None:
         self.engine = engine
         self.storage = storage
         self.max_image_pixels = max_image_pixels

@@ -14,7 +14,7 @@ from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
 from services.launcher import BatchLauncher
-from storage.local import LocalStorage
+from storage.base import Storage
 
 T = TypeVar("T")
 
@@ -30,7 +30,7 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_storage(request: Request) -> LocalStorage:
+def get_storage(request: Request) -> Storage:
     return request.app.state.storage
 
 
@@ -40,7 +40,7 @@ def get_launcher(request: Request) -> BatchLauncher:
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]
-StorageDep = Annotated[LocalStorage, Depends(get_storage)]
+StorageDep = Annotated[Storage, Depends(get_storage)]
 LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
 
 

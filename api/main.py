@@ -17,10 +17,11 @@ from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
 from api.routes import albums, batches, images, jobs, me
 from core.config import Settings, get_settings
-from db.session import init_db, make_engine
+from db.session import check_schema, make_engine
+from services.deployment import claim_storage
 from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
-from storage.local import LocalStorage
+from storage.factory import storage_from
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
-        init_db(engine)
-        storage = LocalStorage(settings.storage_dir)
+        check_schema(engine)
+        storage = storage_from(settings)
+        claim_storage(engine, storage)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
         activities = BatchActivities(engine, storage, settings.max_image_pixels)
         app.state.settings, app.state.engine, app.state.storage = settings, engine, storage

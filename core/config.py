@@ -53,6 +53,17 @@ class Settings(BaseSettings):
     # Widens the gap between the charge commit and the workflow start so crash tests can hit it.
     debug_delay_before_start_seconds: float = 0.0
 
+    # Scale out: where originals and results live when processes run on several machines.
+    # STORAGE_URL: s3://bucket/prefix for any S3-compatible store, or file://path; unset, STORAGE_DIR is used.
+    # S3 credentials come from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
+    storage_url: str | None = None
+    storage_endpoint_url: str | None = None  # MinIO, R2, Ceph...; unset: AWS S3
+    storage_public_endpoint_url: str | None = None  # the store's host as clients see it, for presigned URLs
+    storage_region: str | None = None
+    # Results are served by redirecting to a short-lived presigned URL when the backend has them.
+    storage_presigned_urls: bool = True
+    storage_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+
 
 @lru_cache
 def get_settings() -> Settings:

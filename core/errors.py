@@ -51,3 +51,7 @@ class BatchStartFailed(DomainError):
 
 class ServiceUnavailable(DomainError):
     """A dependency of the request (the workflow engine) could not be reached."""
+
+
+class StartupRefused(Exception):
+    """A process must not start as configured (schema out of date, storage not shared); the message says why."""

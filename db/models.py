@@ -187,3 +187,11 @@ class RateLimitCounter(SQLModel, table=True):
     bucket: str = Field(primary_key=True, max_length=50)
     window_start: int = Field(primary_key=True)
     count: int = 0
+
+
+class Deployment(SQLModel, table=True):
+    """A single row: the random marker that every storage of this deployment carries (see services/deployment)."""
+
+    id: int = Field(default=1, primary_key=True)
+    storage_marker: str = Field(max_length=32)
+    created_at: datetime = timestamp_field()

@@ -7,9 +7,13 @@ from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
-from sqlmodel import Session, SQLModel, create_engine
+from sqlmodel import Session, create_engine
 
-from db import models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from core.errors import StartupRefused
+from db import (
+    migrate,
+    models,  # noqa: F401  (registers the tables on SQLModel.metadata)
+)
 
 
 def _enable_sqlite_concurrency(engine: Engine) -> None:
@@ -35,9 +39,14 @@ def make_engine(database_url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
-def init_db(engine: Engine) -> None:
-    """Create missing tables."""
-    SQLModel.metadata.create_all(engine)
+def check_schema(engine: Engine) -> None:
+    """Refuse to run on a database whose schema is not the one this code was written for."""
+    current, needed = migrate.current_revision(engine), migrate.head_revision()
+    if current != needed:
+        raise StartupRefused(
+            f"the database schema is at revision {current or '(none)'}, this version needs {needed}: "
+            "run `album-enhance db upgrade` first"
+        )
 
 
 @contextmanager

@@ -1,21 +1,15 @@
 """Local file storage addressed by server-generated keys; writes are atomic."""
 
 import os
-import re
+import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-_SAFE_KEY = re.compile(r"^[a-z0-9]+(/[A-Za-z0-9._-]+)+$")
+from storage.base import CHUNK_SIZE, ObjectNotFound, StoredObject, check_key, enhanced_key, original_key, read_chunks
 
-
-class ObjectNotFound(Exception):
-    """No object is stored under the key."""
-
-
-def _check_key(key: str) -> str:
-    if not _SAFE_KEY.match(key) or ".." in key:
-        raise ValueError(f"unsafe storage key: {key!r}")
-    return key
+__all__ = ["LocalStorage", "ObjectNotFound", "enhanced_key", "original_key"]
 
 
 class LocalStorage:
@@ -24,18 +18,29 @@ class LocalStorage:
     def __init__(self, root: Path) -> None:
         self.root = root
 
+    @property
+    def location(self) -> str:
+        return f"file://{self.root.resolve()}"
+
     def path_for(self, key: str) -> Path:
         """Return the file path of a key."""
-        return self.root / _check_key(key)
+        return self.root / check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
         """Store bytes under a key, replacing any previous object atomically."""
+        self._write(key, lambda handle: handle.write(data))
+
+    def put_file(self, key: str, source: BinaryIO) -> None:
+        """Copy a file's remaining content under a key, atomically, in chunks."""
+        self._write(key, lambda handle: shutil.copyfileobj(source, handle, CHUNK_SIZE))
+
+    def _write(self, key: str, fill: Callable[[BinaryIO], object]) -> None:
         target = self.path_for(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
+                fill(handle)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -48,6 +53,14 @@ class LocalStorage:
         except FileNotFoundError as exc:
             raise ObjectNotFound(key) from exc
 
+    def open(self, key: str) -> StoredObject:
+        """The file under a key, read in chunks; the file is closed when the chunks are exhausted or closed."""
+        try:
+            handle = self.path_for(key).open("rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            raise ObjectNotFound(key) from exc
+        return StoredObject(size=os.fstat(handle.fileno()).st_size, chunks=_closing_chunks(handle))
+
     def exists(self, key: str) -> bool:
         """Tell whether an object is stored under a key."""
         return self.path_for(key).is_file()
@@ -56,12 +69,11 @@ class LocalStorage:
         """Remove an object if present."""
         self.path_for(key).unlink(missing_ok=True)
 
+    def presigned_url(self, key: str, expires_seconds: int, content_type: str) -> str | None:
+        """Files have no URL of their own: the API streams them."""
+        return None
 
-def original_key(album_id: str, image_id: str, image_format: str) -> str:
-    """Storage key of an uploaded original (never derived from the upload's filename)."""
-    return f"originals/{album_id}/{image_id}.{image_format.lower()}"
 
-
-def enhanced_key(job_id: str) -> str:
-    """Storage key of a job's enhanced JPEG."""
-    return f"enhanced/{job_id}.jpg"
+def _closing_chunks(handle: BinaryIO) -> Iterator[bytes]:
+    with handle:
+        yield from read_chunks(handle)

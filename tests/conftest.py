@@ -25,7 +25,8 @@ from activities.batch import BatchActivities
 from api.main import create_app
 from core.config import Settings
 from core.temporal_dev import search_attribute_keys, temporal_binary
-from db.session import init_db, make_engine
+from db import migrate
+from db.session import make_engine
 from storage.local import LocalStorage
 from worker import build_worker
 
@@ -102,7 +103,7 @@ _engines: dict[str, Engine] = {}
 def engine_for(url: str) -> Engine:
     if url not in _engines:
         _engines[url] = make_engine(url)
-        init_db(_engines[url])
+        migrate.upgrade(_engines[url])
     return _engines[url]
 
 
@@ -135,6 +136,7 @@ class LiveServer:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        engine_for(settings.database_url)  # the API refuses an unmigrated database, as `db upgrade` would precede it
         config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -14,7 +14,7 @@ from db import ledger
 from db.models import Album, Batch, EnhancementJob, Image, JobStatus, Tier, User, new_id
 from db.session import session_scope
 from services.enhance import PlannedBatch, plan_and_charge
-from storage.local import LocalStorage, original_key
+from storage.base import Storage, original_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "photos"
 
@@ -67,9 +67,7 @@ def photo_bytes(name: str = "rocket.jpg") -> bytes:
     return (FIXTURES / name).read_bytes()
 
 
-def make_image(
-    engine: Engine, storage: LocalStorage, album_id: str, data: bytes | None = None, sort_order: int = 0
-) -> str:
+def make_image(engine: Engine, storage: Storage, album_id: str, data: bytes | None = None, sort_order: int = 0) -> str:
     """An image row with its original in storage; the bytes may be anything (corrupt on purpose)."""
     data = data if data is not None else jpeg_bytes()
     image_id = new_id()
@@ -91,7 +89,7 @@ def make_image(
     return image_id
 
 
-def make_images(engine: Engine, storage: LocalStorage, album_id: str, count: int) -> list[str]:
+def make_images(engine: Engine, storage: Storage, album_id: str, count: int) -> list[str]:
     """Several valid images in order."""
     return [make_image(engine, storage, album_id, sort_order=i) for i in range(count)]
 
@@ -124,7 +122,7 @@ def _make_job(
 
 
 def make_album_with_images(
-    engine: Engine, storage: LocalStorage, images: int, tokens: int = 100
+    engine: Engine, storage: Storage, images: int, tokens: int = 100
 ) -> tuple[UserWithKey, str, list[str]]:
     """A user with tokens owning an album of `images` valid images: (user, album id, image ids)."""
     user = make_user(engine, tokens=tokens)

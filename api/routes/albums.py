@@ -133,7 +133,7 @@ def upload_images(
         raise InvalidRequest("No files uploaded: send one or more files in the 'files' field")
     if len(files) > settings.max_files_per_upload:
         raise InvalidRequest(f"Too many files: at most {settings.max_files_per_upload} per upload")
-    checked = [check_upload(upload.file.read(), upload.filename, settings.max_image_pixels) for upload in files]
+    checked = [check_upload(upload.file, upload.filename, settings.max_image_pixels) for upload in files]
     images = store_uploads(session, storage, album.id, checked)
     try:
         session.commit()

@@ -1,11 +1,11 @@
 """Original images."""
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
-from api.deps import OwnedImage, StorageDep
+from api.deps import OwnedImage, SettingsDep, StorageDep
+from api.downloads import REDIRECT_RESPONSE, serve_object
 from api.schemas import ErrorOut
-from core.errors import NotFound
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -23,16 +23,15 @@ MEDIA_TYPES = {
 
 @router.get(
     "/{imageId}/original",
-    response_class=FileResponse,
+    response_class=Response,
     responses={
         200: {"content": {mt: {} for mt in sorted(set(MEDIA_TYPES.values()))}},
+        **REDIRECT_RESPONSE,
         401: {"model": ErrorOut},
         404: {"model": ErrorOut},
     },
 )
-def read_original(image: OwnedImage, storage: StorageDep) -> FileResponse:
-    """Stream the uploaded original."""
-    path = storage.path_for(image.original_key)
-    if not path.is_file():
-        raise NotFound("Original image not found in storage")
-    return FileResponse(path, media_type=MEDIA_TYPES.get(image.format, "application/octet-stream"))
+def read_original(image: OwnedImage, storage: StorageDep, settings: SettingsDep) -> Response:
+    """The uploaded original (streamed, or a redirect to a presigned URL)."""
+    media_type = MEDIA_TYPES.get(image.format, "application/octet-stream")
+    return serve_object(storage, image.original_key, media_type, settings, "Original image not found in storage")

@@ -1,9 +1,10 @@
 """Enhancement jobs and their results."""
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse
+from fastapi.responses import Response
 
-from api.deps import OwnedJob, StorageDep
+from api.deps import OwnedJob, SettingsDep, StorageDep
+from api.downloads import REDIRECT_RESPONSE, serve_object
 from api.schemas import ErrorOut, JobOut
 from core.errors import NotFound
 from db.models import JobStatus
@@ -19,14 +20,16 @@ def read_job(job: OwnedJob) -> JobOut:
 
 @router.get(
     "/{jobId}/result",
-    response_class=FileResponse,
-    responses={200: {"content": {"image/jpeg": {}}}, 401: {"model": ErrorOut}, 404: {"model": ErrorOut}},
+    response_class=Response,
+    responses={
+        200: {"content": {"image/jpeg": {}}},
+        **REDIRECT_RESPONSE,
+        401: {"model": ErrorOut},
+        404: {"model": ErrorOut},
+    },
 )
-def read_result(job: OwnedJob, storage: StorageDep) -> FileResponse:
-    """Stream the enhanced JPEG of a completed job."""
+def read_result(job: OwnedJob, storage: StorageDep, settings: SettingsDep) -> Response:
+    """The enhanced JPEG of a completed job (streamed, or a redirect to a presigned URL)."""
     if job.status != JobStatus.COMPLETED or job.enhanced_key is None:
         raise NotFound(f"No enhanced image: the job is {job.status}")
-    path = storage.path_for(job.enhanced_key)
-    if not path.is_file():
-        raise NotFound("Enhanced image not found in storage")
-    return FileResponse(path, media_type="image/jpeg")
+    return serve_object(storage, job.enhanced_key, "image/jpeg", settings, "Enhanced image not found in storage")

@@ -337,7 +337,7 @@ def test_a_storage_failure_is_a_bare_500(db_url: str, tmp_path: Path) -> None:
         with httpx.Client(base_url=api.base_url, timeout=30) as fresh:
             detail = fresh.get(f"/api/albums/{album}", headers=user.headers)
         assert detail.status_code == 200 and detail.json()["images"] == []
-    assert [p.name for p in storage.root.iterdir()] == ["originals"]
+    assert sorted(p.name for p in storage.root.iterdir()) == ["deployment", "originals"]  # the marker, no upload
 
 
 @pytest.mark.parametrize(

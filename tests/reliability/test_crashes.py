@@ -28,9 +28,11 @@ from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.batch import BatchActivities
+from db import migrate
 from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, LedgerType, Tier, utcnow
-from db.session import init_db, make_engine, session_scope
+from db.session import make_engine, session_scope
 from services.batches import batch_input, mark_started
+from services.deployment import claim_storage
 from services.launcher import TemporalLauncher
 from services.reconciler import reconcile_once
 from storage.local import LocalStorage
@@ -88,7 +90,7 @@ def crash_db(primary_db_url: str, tmp_path: Path) -> Iterator[CrashDb]:
         url = primary.set(database=name).render_as_string(hide_password=False)
     engine = make_engine(url)
     try:
-        init_db(engine)
+        migrate.upgrade(engine)
         yield CrashDb(url, engine)
     finally:
         engine.dispose()
@@ -148,6 +150,7 @@ class Stack:
 def make_stack(db: CrashDb, tmp_path: Path, temporal_address: str) -> Stack:
     """Settings of the API and worker processes: fast heartbeats and retries, one image at a time."""
     storage = LocalStorage(tmp_path / "storage")
+    claim_storage(db.engine, storage)  # as `db upgrade` does: workers may start before the API
     task_queue = f"crash-{uuid.uuid4().hex}"
     env = service_env(
         database_url=db.url,

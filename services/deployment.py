@@ -1,0 +1,76 @@
+"""The storage marker: proof that a process's storage is the one its database's keys point into.
+
+The database holds one random marker (table `deployment`); the API, `album-enhance db upgrade` and `dev` write it
+into their storage as an object. A worker reads both at start and refuses to run when its storage lacks the marker
+or carries another one, instead of failing every image whose original it cannot see (a second worker on its own
+disk used to refund images as MissingOriginal)."""
+
+import secrets
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from core.errors import StartupRefused
+from db.models import Deployment
+from db.session import session_scope
+from storage.base import ObjectNotFound, Storage
+
+MARKER_KEY = "deployment/storage-marker"
+SAME_STORAGE_HINT = (
+    "every API and worker process must use the same storage (STORAGE_URL, e.g. s3://bucket/prefix; "
+    "a local STORAGE_DIR only works when all processes share that folder)"
+)
+
+
+def _database_marker(engine: Engine) -> str | None:
+    with session_scope(engine) as session:
+        row = session.get(Deployment, 1)
+        return row.storage_marker if row is not None else None
+
+
+def _create_database_marker(engine: Engine) -> str:
+    try:
+        with session_scope(engine) as session:
+            session.add(Deployment(id=1, storage_marker=secrets.token_hex(16)))
+    except IntegrityError:
+        pass  # another process created it first: theirs stands
+    marker = _database_marker(engine)
+    assert marker is not None
+    return marker
+
+
+def _storage_marker(storage: Storage) -> str | None:
+    try:
+        return storage.get(MARKER_KEY).decode()
+    except ObjectNotFound:
+        return None
+
+
+def claim_storage(engine: Engine, storage: Storage) -> None:
+    """Mark the storage as this deployment's (the writers of originals do this at start)."""
+    marker = _database_marker(engine) or _create_database_marker(engine)
+    found = _storage_marker(storage)
+    if found is None:
+        storage.put(MARKER_KEY, marker.encode())
+    elif found != marker:
+        raise StartupRefused(
+            f"the storage {storage.location} belongs to another database (its marker is {found}, "
+            f"this database's is {marker}): {SAME_STORAGE_HINT}"
+        )
+
+
+def verify_storage(engine: Engine, storage: Storage) -> None:
+    """Refuse to start unless the storage carries this database's marker (workers do this at start)."""
+    marker = _database_marker(engine)
+    if marker is None:
+        raise StartupRefused(
+            "the database has no storage marker yet: run `album-enhance db upgrade` (or start the API) "
+            "with the same storage settings before starting workers"
+        )
+    found = _storage_marker(storage)
+    if found != marker:
+        what = "has no marker object" if found is None else f"carries another deployment's marker ({found})"
+        raise StartupRefused(
+            f"this worker's storage {storage.location} cannot see the API's originals: it {what} "
+            f"'{MARKER_KEY}' (expected {marker}); {SAME_STORAGE_HINT}"
+        )
