@@ -28,6 +28,7 @@ from core.temporal_dev import search_attribute_keys, temporal_binary
 from db import migrate
 from db.session import make_engine
 from storage.local import LocalStorage
+from tests.s3_server import s3_server  # noqa: F401  (a session fixture: the local S3-compatible server)
 from worker import build_worker
 
 
