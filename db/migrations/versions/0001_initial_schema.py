@@ -21,7 +21,7 @@ def upgrade() -> None:
     """Create every table (parents first)."""
     op.create_table(
         "deployment",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),  # always 1: a single row
         sa.Column("storage_marker", sa.String(length=32), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
