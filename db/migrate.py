@@ -6,7 +6,9 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, inspect
+
+from core.errors import StartupRefused
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -23,7 +25,20 @@ def alembic_config(connection: Connection | None = None) -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Migrate the database up to a revision (the newest by default)."""
     with engine.begin() as connection:
+        _refuse_unversioned_tables(connection)
         command.upgrade(alembic_config(connection), revision)
+
+
+def _refuse_unversioned_tables(connection: Connection) -> None:
+    # Tables without Alembic's version table were made by create_all before migrations existed: upgrading would
+    # fail half-way on "table exists", and guessing which schema they have is worse than asking.
+    tables = set(inspect(connection).get_table_names())
+    if tables and "alembic_version" not in tables:
+        raise StartupRefused(
+            f"the database {connection.engine.url.render_as_string(hide_password=True)} has tables but no migration "
+            "history (it predates migrations): move its data to a database made by `album-enhance db upgrade`, "
+            "or for a development database delete it (./data) and start again"
+        )
 
 
 def downgrade(engine: Engine, revision: str) -> None:

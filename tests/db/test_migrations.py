@@ -144,3 +144,12 @@ def test_api_and_worker_refuse_an_old_schema_and_db_upgrade_fixes_it(tmp_path: P
     assert (tmp_path / "storage" / "deployment" / "storage-marker").is_file()
     again = run([sys.executable, "-m", "cli", "db", "upgrade"], tmp_path, database_url=url)
     assert again.returncode == 0, again.stderr  # idempotent
+
+
+def test_a_database_from_before_migrations_is_refused_not_half_upgraded(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'legacy.db'}")
+    SQLModel.metadata.create_all(engine)
+    with pytest.raises(StartupRefused, match="has tables but no migration history"):
+        migrate.upgrade(engine)
+    assert migrate.current_revision(engine) is None
+    engine.dispose()
