@@ -2,7 +2,6 @@
 
 import argparse
 import asyncio
-import logging
 import secrets
 import signal
 from collections.abc import Sequence
@@ -21,6 +20,8 @@ from db.models import User
 from db.session import check_schema, make_engine, session_scope
 from services.deployment import claim_storage
 from storage.factory import storage_from
+from telemetry.logs import configure_logging
+from telemetry.tracing import export_traces
 from worker import run_worker
 
 
@@ -134,9 +135,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the console script."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    if args.command in ("dev", "api", "worker"):
+        export_traces(settings.otel_exporter_otlp_endpoint, f"album-enhance-{args.command}")
     try:
-        _run(args, get_settings())
+        _run(args, settings)
     except StartupRefused as exc:
         raise SystemExit(f"album-enhance {args.command}: {exc}") from None
 

@@ -1,12 +1,14 @@
 """Temporal worker entry point: wiring only (settings, schema and storage checks, activities, reconciler)."""
 
 import asyncio
-import logging
+import contextlib
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.runtime import Runtime
+from temporalio.worker import Interceptor, Worker
 
 from activities.batch import BatchActivities
 from core.config import Settings, get_settings
@@ -16,11 +18,19 @@ from services.deployment import verify_storage
 from services.launcher import TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.factory import storage_from
+from telemetry.logs import configure_logging
+from telemetry.metrics import TemporalSdkMetrics, serve_worker_metrics
+from telemetry.tracing import export_traces, temporal_interceptors
+from telemetry.worker import ProductMetricsInterceptor
 from workflows.batch_enhance import BatchEnhanceWorkflow
 
 
 def build_worker(
-    client: Client, settings: Settings, activities: BatchActivities, executor: ThreadPoolExecutor
+    client: Client,
+    settings: Settings,
+    activities: BatchActivities,
+    executor: ThreadPoolExecutor,
+    interceptors: Sequence[Interceptor] = (),
 ) -> Worker:
     """A worker for the batch workflow, running image activities on a thread pool sized by the settings."""
     return Worker(
@@ -30,6 +40,7 @@ def build_worker(
         activities=activities.all(),
         activity_executor=executor,
         max_concurrent_activities=settings.image_workers,
+        interceptors=interceptors,
         # Every heartbeat reaches the server, so a cancel reaches an image in progress within about an interval.
         max_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
         default_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
@@ -45,22 +56,45 @@ async def run_worker(settings: Settings) -> None:
     activities = BatchActivities(
         engine, storage, settings.max_image_pixels, settings.activity_heartbeat_interval_seconds
     )
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    runtime: Runtime | None = None
+    sdk_metrics: TemporalSdkMetrics | None = None
+    if settings.worker_metrics_port is not None:
+        served = serve_worker_metrics(settings.worker_metrics_host, settings.worker_metrics_port)
+        runtime, sdk_metrics = served.runtime, served.collector
+    client = await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        interceptors=temporal_interceptors(),
+        runtime=runtime,
+    )
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
     with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings, activities, executor)
+        worker = build_worker(client, settings, activities, executor, [ProductMetricsInterceptor(engine)])
         reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings))
+        drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None
         try:
             await worker.run()
         finally:
             reconciler.cancel()
+            if drain is not None:
+                drain.cancel()
+
+
+async def _drain_forever(sdk_metrics: TemporalSdkMetrics) -> None:
+    # The SDK's metric buffer drops updates once full: drain it between scrapes too.
+    while True:
+        await asyncio.sleep(5)
+        with contextlib.suppress(Exception):
+            sdk_metrics.drain()
 
 
 def main() -> None:
     """Run a worker against TEMPORAL_ADDRESS."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = get_settings()
+    configure_logging(settings.log_format)
+    export_traces(settings.otel_exporter_otlp_endpoint, "album-enhance-worker")
     try:
-        asyncio.run(run_worker(get_settings()))
+        asyncio.run(run_worker(settings))
     except StartupRefused as exc:
         raise SystemExit(f"worker refused to start: {exc}") from None
 

@@ -23,6 +23,8 @@ from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.base import Storage
 from storage.factory import storage_from
+from telemetry.api import MeteredLauncher, add_metrics_route
+from telemetry.tracing import instrument, temporal_interceptors
 from workflows.direct import DirectLauncher
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,12 @@ async def _make_launcher(
     if settings.execution_mode == "direct":
         return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
     # Lazy: the API starts (and refunds failed starts) even while Temporal is unreachable.
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
+    client = await Client.connect(
+        settings.temporal_address,
+        namespace=settings.temporal_namespace,
+        lazy=True,
+        interceptors=temporal_interceptors(),
+    )
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
 
 
@@ -82,7 +89,7 @@ def create_app(
             engine, store, settings.max_image_pixels, settings.activity_heartbeat_interval_seconds
         )
         app.state.settings, app.state.engine, app.state.storage = settings, engine, store
-        launcher = await _make_launcher(settings, activities, executor)
+        launcher: BatchLauncher = MeteredLauncher(await _make_launcher(settings, activities, executor))
         if wrap_launcher is not None:
             launcher = wrap_launcher(launcher)
         app.state.launcher = launcher
@@ -108,6 +115,8 @@ def create_app(
     app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(api_router)
+    instrument(app)
+    add_metrics_route(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

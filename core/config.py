@@ -63,6 +63,13 @@ class Settings(BaseSettings):
     storage_presigned_urls: bool = True
     storage_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
 
+    # Telemetry. Traces are exported over OTLP/HTTP only when an endpoint is set (e.g. http://collector:4318).
+    otel_exporter_otlp_endpoint: str | None = None
+    # A worker serves /metrics (product and Temporal SDK metrics) on this port when set; the API always does.
+    worker_metrics_port: int | None = None
+    worker_metrics_host: str = "127.0.0.1"
+    log_format: Literal["text", "json"] = "text"
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -1,0 +1,1 @@
+"""Telemetry: traces (OpenTelemetry, exported over OTLP when configured), Prometheus metrics, structured logs."""
