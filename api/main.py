@@ -8,16 +8,18 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
+from api import health
 from api.errors import install_error_handlers
-from api.limits import BodySizeLimit
+from api.limits import AdmissionGate, BodyLimits, BodySizeLimit
 from api.routes import albums, batches, images, jobs, me
 from core.config import Settings, get_settings
-from db.session import init_db, make_engine
+from db.session import PoolSettings, init_db, make_engine
 from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.local import LocalStorage
@@ -29,14 +31,23 @@ for module in (me, albums, images, jobs, batches):
     api_router.include_router(module.router)
 
 
-async def _make_launcher(
-    settings: Settings, activities: BatchActivities, executor: ThreadPoolExecutor
-) -> BatchLauncher:
+async def _temporal_client(settings: Settings) -> Client | None:
     if settings.execution_mode == "direct":
-        return DirectLauncher(activities, executor)
+        return None
     # Lazy: the API starts (and refunds failed starts) even while Temporal is unreachable.
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
+
+
+def _make_launcher(
+    settings: Settings, client: Client | None, activities: BatchActivities, executor: ThreadPoolExecutor
+) -> BatchLauncher:
+    if client is None:
+        return DirectLauncher(activities, executor)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
+
+
+def _pool_settings(settings: Settings) -> PoolSettings:
+    return PoolSettings(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
 
 
 def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
@@ -65,13 +76,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        # Sync routes run on this many threads: as many as requests are admitted (AdmissionGate).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_concurrency
+        engine = make_engine(settings.database_url, _pool_settings(settings))
         init_db(engine)
         storage = LocalStorage(settings.storage_dir)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
         activities = BatchActivities(engine, storage, settings.max_image_pixels)
         app.state.settings, app.state.engine, app.state.storage = settings, engine, storage
-        app.state.launcher = launcher = await _make_launcher(settings, activities, executor)
+        app.state.temporal_client = client = await _temporal_client(settings)
+        app.state.health_limiters = health.HealthLimiters()
+        app.state.launcher = launcher = _make_launcher(settings, client, activities, executor)
         reconciler = None
         if settings.execution_mode == "direct":
             reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))
@@ -92,12 +107,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # The size limit is outermost, so an oversized body is refused before it can wait for a slot.
+    app.add_middleware(
+        AdmissionGate,
+        limit=settings.api_concurrency,
+        timeout=settings.api_queue_timeout_seconds,
+        exempt=health.HEALTH_PATHS,
+    )
+    app.add_middleware(BodySizeLimit, limits=BodyLimits(settings.max_upload_bytes, settings.max_json_bytes))
     app.include_router(api_router)
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness probe."""
-        return {"status": "ok"}
-
+    app.include_router(health.router)
     return app

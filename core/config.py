@@ -4,10 +4,12 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SEARCH_ATTRIBUTES = ("AlbumId", "UserId", "EnhancementTier", "BatchStatus")
+# Connections kept beside the admitted requests: one for the readiness probe, one for the reconciler.
+RESERVED_CONNECTIONS = 2
 
 
 class Settings(BaseSettings):
@@ -52,6 +54,28 @@ class Settings(BaseSettings):
 
     # Widens the gap between the charge commit and the workflow start so crash tests can hit it.
     debug_delay_before_start_seconds: float = 0.0
+
+    # Saturation and bounded input. Each admitted request holds at most one database connection at a time, so
+    # the pool must cover the admitted requests, the image threads of direct mode and the two reserved for the
+    # readiness probe and the reconciler; settings that break this are refused at start.
+    api_concurrency: int = Field(default=16, ge=1)  # requests served at once; also the threads for sync routes
+    api_queue_timeout_seconds: float = Field(default=2.0, gt=0)  # wait for a slot, then 503
+    db_pool_size: int = Field(default=20, ge=1)
+    db_max_overflow: int = Field(default=0, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)  # wait for a connection, then 503
+    max_json_bytes: int = Field(default=64 * 1024, ge=1)  # any body that is not a multipart upload
+    max_upload_pixels: int = Field(default=120_000_000, ge=1)  # declared pixels of all files of one upload
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
+
+    @model_validator(mode="after")
+    def _pool_covers_concurrency(self) -> "Settings":
+        needed = self.api_concurrency + self.image_workers + RESERVED_CONNECTIONS
+        if self.db_pool_size + self.db_max_overflow < needed:
+            raise ValueError(
+                f"DB_POOL_SIZE + DB_MAX_OVERFLOW must be at least API_CONCURRENCY + IMAGE_WORKERS + "
+                f"{RESERVED_CONNECTIONS} ({needed})"
+            )
+        return self
 
 
 @lru_cache
