@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)  # wait for a connection, then 503
     max_json_bytes: int = Field(default=64 * 1024, ge=1)  # any body that is not a multipart upload
-    max_upload_pixels: int = Field(default=120_000_000, ge=1)  # declared pixels of all files of one upload
+    max_upload_pixels: int = Field(default=200_000_000, ge=1)  # declared pixels of all files of one upload
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
 
     @model_validator(mode="after")

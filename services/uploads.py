@@ -1,8 +1,10 @@
 """Checking and storing uploaded originals: nothing is stored unless every file is a valid image."""
 
+import io
 import re
 from dataclasses import dataclass
 
+from PIL import Image as PILImage
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -39,6 +41,41 @@ def check_upload(data: bytes, filename: str | None, max_pixels: int) -> CheckedU
     except InvalidImageError as exc:
         raise InvalidRequest(f"File '{name}' is not a valid image: {exc}") from exc
     return CheckedUpload(data=data, info=info, filename=display_name(filename))
+
+
+@dataclass(frozen=True)
+class UploadedFile:
+    data: bytes
+    filename: str | None
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_image_pixels: int  # per file
+    max_upload_pixels: int  # all files of one request, as their headers declare
+
+
+def _declared_pixels(data: bytes) -> int | None:
+    """Width × height from the header alone (nothing is decoded), or None if the header cannot be read."""
+    try:
+        with PILImage.open(io.BytesIO(data)) as image:
+            width, height = image.size
+    except Exception:  # unreadable or a Pillow bomb refusal: check_upload says precisely what is wrong
+        return None
+    return width * height
+
+
+def check_uploads(files: list[UploadedFile], limits: UploadLimits) -> list[CheckedUpload]:
+    """Check a whole upload: its declared pixels against the request's budget first, from the headers only,
+    then each file (which decodes it). Decoding work per request is thus bounded by the budget, so an
+    upload of many small files declaring huge images is refused in milliseconds."""
+    declared = sum(pixels for f in files if (pixels := _declared_pixels(f.data)) is not None)
+    if declared > limits.max_upload_pixels:
+        raise InvalidRequest(
+            f"Upload too large: its images declare {declared / 1e6:.1f} MP in all, at most "
+            f"{limits.max_upload_pixels / 1e6:g} MP per upload; send them in several uploads"
+        )
+    return [check_upload(f.data, f.filename, limits.max_image_pixels) for f in files]
 
 
 def store_uploads(session: Session, storage: LocalStorage, album_id: str, checked: list[CheckedUpload]) -> list[Image]:

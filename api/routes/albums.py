@@ -33,7 +33,7 @@ from services import idempotency, rate_limit
 from services.batches import close_unstarted, input_for, mark_started
 from services.enhance import PlannedBatch, plan_and_charge
 from services.launcher import BatchLauncher
-from services.uploads import check_upload, store_uploads
+from services.uploads import UploadedFile, UploadLimits, check_uploads, store_uploads
 from workflows.inputs import BatchEnhanceInput
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,9 @@ def upload_images(
         raise InvalidRequest("No files uploaded: send one or more files in the 'files' field")
     if len(files) > settings.max_files_per_upload:
         raise InvalidRequest(f"Too many files: at most {settings.max_files_per_upload} per upload")
-    checked = [check_upload(upload.file.read(), upload.filename, settings.max_image_pixels) for upload in files]
+    # A sync route: reading and checking run on a worker thread, never on the event loop.
+    received = [UploadedFile(upload.file.read(), upload.filename) for upload in files]
+    checked = check_uploads(received, UploadLimits(settings.max_image_pixels, settings.max_upload_pixels))
     images = store_uploads(session, storage, album.id, checked)
     try:
         session.commit()
