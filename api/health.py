@@ -36,8 +36,10 @@ class HealthLimiters:
 
 
 @router.get("/healthz")
-def healthz() -> dict[str, str]:
-    """Liveness: the process serves HTTP. Depends on nothing, so a database outage does not restart it."""
+async def healthz() -> dict[str, str]:
+    """Liveness: the process serves HTTP. Depends on nothing, so a database outage does not restart it.
+
+    Async on purpose: a sync route would need one of the route threads, which saturation can take."""
     return {"status": "ok"}
 
 
