@@ -14,6 +14,7 @@ from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
 from services.launcher import BatchLauncher
+from services.uploads import DecodeSlots
 from storage.local import LocalStorage
 
 T = TypeVar("T")
@@ -38,10 +39,15 @@ def get_launcher(request: Request) -> BatchLauncher:
     return request.app.state.launcher
 
 
+def get_decode_slots(request: Request) -> DecodeSlots:
+    return request.app.state.decode_slots
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 SessionDep = Annotated[Session, Depends(get_db)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
 LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
+DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
 
 
 def hash_api_key(api_key: str) -> str:

@@ -22,6 +22,7 @@ from core.config import Settings, get_settings
 from db.session import PoolSettings, init_db, make_engine
 from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
+from services.uploads import DecodeSlots
 from storage.local import LocalStorage
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,13 @@ def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
     """The schema as served: request validation errors are 400 `{"error", "details"}`, never FastAPI's 422."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        for operation in (op for path in schema["paths"].values() for op in path.values()):
+        for route, operation in ((route, op) for route, path in schema["paths"].items() for op in path.values()):
             responses = operation.get("responses", {})
+            if route.startswith("/api/"):
+                # AdmissionGate and the database handlers can answer any API route so.
+                responses.setdefault("503", _SATURATED_RESPONSE)
+            if "requestBody" in operation:
+                responses.setdefault("413", {"description": "Request body too large", "content": _ERROR_CONTENT})
             if "HTTPValidationError" in str(responses.get("422", "")):
                 del responses["422"]
                 # A string path parameter cannot fail validation; a body, query or header can.
@@ -68,6 +74,11 @@ def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
 
 
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+_SATURATED_RESPONSE = {
+    "description": "Saturated, or the database is unavailable: retry after `Retry-After` seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    "content": _ERROR_CONTENT,
+}
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -86,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.settings, app.state.engine, app.state.storage = settings, engine, storage
         app.state.temporal_client = client = await _temporal_client(settings)
         app.state.health_limiters = health.HealthLimiters()
+        app.state.decode_slots = DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds)
         app.state.launcher = launcher = _make_launcher(settings, client, activities, executor)
         reconciler = None
         if settings.execution_mode == "direct":

@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)  # wait for a connection, then 503
     max_json_bytes: int = Field(default=64 * 1024, ge=1)  # any body that is not a multipart upload
     max_upload_pixels: int = Field(default=200_000_000, ge=1)  # declared pixels of all files of one upload
+    upload_decode_slots: int = Field(default=2, ge=1)  # uploads decoded at once per process (~240 MB per 60 MP)
+    upload_decode_wait_seconds: float = Field(default=10.0, gt=0)  # wait for a decode slot, then 503
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
 
     @model_validator(mode="after")

@@ -11,7 +11,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.deps import CurrentUser, EnhanceBody, LauncherDep, OwnedAlbum, SessionDep, SettingsDep, StorageDep
+from api.deps import (
+    CurrentUser,
+    DecodeSlotsDep,
+    EnhanceBody,
+    LauncherDep,
+    OwnedAlbum,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from api.schemas import (
     AlbumCreate,
     AlbumDetailOut,
@@ -127,6 +136,7 @@ def upload_images(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    decode_slots: DecodeSlotsDep,
 ) -> UploadOut:
     """Add images to an album; every file is checked before any is stored."""
     if not files:
@@ -134,8 +144,9 @@ def upload_images(
     if len(files) > settings.max_files_per_upload:
         raise InvalidRequest(f"Too many files: at most {settings.max_files_per_upload} per upload")
     # A sync route: reading and checking run on a worker thread, never on the event loop.
-    received = [UploadedFile(upload.file.read(), upload.filename) for upload in files]
-    checked = check_uploads(received, UploadLimits(settings.max_image_pixels, settings.max_upload_pixels))
+    received = [UploadedFile(upload.file, upload.filename) for upload in files]
+    limits = UploadLimits(settings.max_image_pixels, settings.max_upload_pixels)
+    checked = check_uploads(received, limits, decode_slots)
     images = store_uploads(session, storage, album.id, checked)
     try:
         session.commit()

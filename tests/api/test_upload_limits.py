@@ -89,3 +89,21 @@ def test_an_upload_in_progress_does_not_hold_up_other_requests(primary_db_url: s
             held.release.set()
         assert answers == [200] * 5
         assert pending.result().status_code == 201
+
+
+def test_uploads_wait_for_a_decode_slot_then_get_503(primary_db_url: str, tmp_path: Path) -> None:
+    """Decoding memory is bounded per process: with every decode slot taken, an upload is refused cleanly."""
+    engine = engine_for(primary_db_url)
+    user = make_user(engine)
+    album = make_album(engine, user)
+    settings = make_settings(
+        primary_db_url, LocalStorage(tmp_path / "storage"), upload_decode_slots=1, upload_decode_wait_seconds=0.2
+    )
+    chelsea = (FIXTURES / "chelsea.png").read_bytes()
+    with LiveServer(settings) as api:
+        with api.app.state.decode_slots:  # another upload is being decoded
+            busy = upload(api.http, album, user.headers, [chelsea])
+        assert busy.status_code == 503
+        assert busy.json() == {"error": "Server busy checking other uploads; retry shortly"}
+        assert busy.headers["Retry-After"] == "1"
+        assert upload(api.http, album, user.headers, [chelsea]).status_code == 201
