@@ -44,7 +44,9 @@ def get_decode_slots(request: Request) -> DecodeSlots:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_db)]
+# Closed as soon as the route function returns, before the response is sent: a slow reader of the response
+# does not hold a database connection.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
 LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
 DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
