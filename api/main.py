@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -20,10 +20,11 @@ from api.limits import AdmissionGate, BodyLimits, BodySizeLimit
 from api.routes import albums, batches, images, jobs, me
 from core.config import Settings, get_settings
 from db.session import PoolSettings, init_db, make_engine
-from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
+from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from services.uploads import DecodeSlots
 from storage.local import LocalStorage
+from workflows.direct import DirectLauncher
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ def _make_launcher(
     settings: Settings, client: Client | None, activities: BatchActivities, executor: ThreadPoolExecutor
 ) -> BatchLauncher:
     if client is None:
-        return DirectLauncher(activities, executor)
+        return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
 
 
@@ -81,8 +82,13 @@ _SATURATED_RESPONSE = {
 }
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application for the given settings (the environment's by default)."""
+def create_app(
+    settings: Settings | None = None,
+    wrap_launcher: Callable[[BatchLauncher], BatchLauncher] | None = None,
+    storage: LocalStorage | None = None,
+) -> FastAPI:
+    """Build the application for the given settings (the environment's by default). `wrap_launcher` decorates the
+    batch launcher (e.g. a double that holds starts); `storage` replaces the one the settings name."""
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
@@ -91,14 +97,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_concurrency
         engine = make_engine(settings.database_url, _pool_settings(settings))
         init_db(engine)
-        storage = LocalStorage(settings.storage_dir)
+        store = storage if storage is not None else LocalStorage(settings.storage_dir)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
-        activities = BatchActivities(engine, storage, settings.max_image_pixels)
-        app.state.settings, app.state.engine, app.state.storage = settings, engine, storage
+        activities = BatchActivities(
+            engine, store, settings.max_image_pixels, settings.activity_heartbeat_interval_seconds
+        )
+        app.state.settings, app.state.engine, app.state.storage = settings, engine, store
         app.state.temporal_client = client = await _temporal_client(settings)
         app.state.health_limiters = health.HealthLimiters()
         app.state.decode_slots = DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds)
-        app.state.launcher = launcher = _make_launcher(settings, client, activities, executor)
+        launcher = _make_launcher(settings, client, activities, executor)
+        if wrap_launcher is not None:
+            launcher = wrap_launcher(launcher)
+        app.state.launcher = launcher
         reconciler = None
         if settings.execution_mode == "direct":
             reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))

@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SEARCH_ATTRIBUTES = ("AlbumId", "UserId", "EnhancementTier", "BatchStatus")
 # Connections kept beside the admitted requests: one for the readiness probe, one for the reconciler.
 RESERVED_CONNECTIONS = 2
 
@@ -42,6 +41,10 @@ class Settings(BaseSettings):
     activity_max_retry_seconds: float = 30.0
     activity_heartbeat_timeout_seconds: float = 10.0
     activity_start_to_close_seconds: float = 300.0
+    # How often an image in progress heartbeats (and so how soon it notices a cancel); the worker sends every one.
+    activity_heartbeat_interval_seconds: float = Field(default=0.5, gt=0)
+    # Direct mode: how often a running batch reads its row for commands sent to another API process.
+    direct_poll_interval_seconds: float = Field(default=0.5, gt=0)
 
     reconcile_interval_seconds: float = 60.0
     reconcile_grace_seconds: float = 30.0
@@ -51,9 +54,6 @@ class Settings(BaseSettings):
     rate_limit_requests: int = 5
     rate_limit_window_seconds: int = 60
     idempotency_ttl_seconds: int = 24 * 3600
-
-    # Widens the gap between the charge commit and the workflow start so crash tests can hit it.
-    debug_delay_before_start_seconds: float = 0.0
 
     # Saturation and bounded input. Each admitted request holds at most one database connection at a time, so
     # the pool must cover the admitted requests, the image threads of direct mode and the two reserved for the
