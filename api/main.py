@@ -49,7 +49,7 @@ def _make_launcher(
 
 
 def _pool_settings(settings: Settings) -> PoolSettings:
-    return PoolSettings(settings.db_pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
+    return PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
 
 
 def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:

@@ -455,7 +455,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# API load benchmark",
         "",
         f"`python -m bench.api`, {report['date']}, {report['machine']}. One replica (uvicorn, default settings: "
-        f"API_CONCURRENCY {settings['api_concurrency']}, DB pool {settings['db_pool_size']}+"
+        f"API_CONCURRENCY {settings['api_concurrency']}, DB pool {settings['pool_size']}+"
         f"{settings['db_max_overflow']}, queue timeout {settings['api_queue_timeout_seconds']} s) on PostgreSQL, "
         "Temporal dev server without a worker (enhance = charge + workflow start). "
         f"{PHASE_SECONDS:g} s closed loop per cell; the load generator, the API and the dev server share the cores "
@@ -526,7 +526,7 @@ def main() -> int:
             for name in (
                 "api_concurrency",
                 "api_queue_timeout_seconds",
-                "db_pool_size",
+                "pool_size",
                 "db_max_overflow",
                 "db_pool_timeout_seconds",
                 "max_upload_pixels",

@@ -60,7 +60,7 @@ class Settings(BaseSettings):
     # readiness probe and the reconciler; settings that break this are refused at start.
     api_concurrency: int = Field(default=16, ge=1)  # requests served at once; also the threads for sync routes
     api_queue_timeout_seconds: float = Field(default=2.0, gt=0)  # wait for a slot, then 503
-    db_pool_size: int = Field(default=20, ge=1)
+    db_pool_size: int | None = Field(default=None, ge=1)  # unset: exactly what the rule below needs (20)
     db_max_overflow: int = Field(default=0, ge=0)
     db_pool_timeout_seconds: float = Field(default=5.0, gt=0)  # wait for a connection, then 503
     max_json_bytes: int = Field(default=64 * 1024, ge=1)  # any body that is not a multipart upload
@@ -69,13 +69,20 @@ class Settings(BaseSettings):
     upload_decode_wait_seconds: float = Field(default=10.0, gt=0)  # wait for a decode slot, then 503
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
 
+    @property
+    def connections_needed(self) -> int:
+        return self.api_concurrency + self.image_workers + RESERVED_CONNECTIONS
+
+    @property
+    def pool_size(self) -> int:
+        return self.db_pool_size if self.db_pool_size is not None else self.connections_needed
+
     @model_validator(mode="after")
     def _pool_covers_concurrency(self) -> "Settings":
-        needed = self.api_concurrency + self.image_workers + RESERVED_CONNECTIONS
-        if self.db_pool_size + self.db_max_overflow < needed:
+        if self.pool_size + self.db_max_overflow < self.connections_needed:
             raise ValueError(
                 f"DB_POOL_SIZE + DB_MAX_OVERFLOW must be at least API_CONCURRENCY + IMAGE_WORKERS + "
-                f"{RESERVED_CONNECTIONS} ({needed})"
+                f"{RESERVED_CONNECTIONS} ({self.connections_needed})"
             )
         return self
 

@@ -70,7 +70,7 @@ def test_no_connection_within_the_pool_timeout_is_503(db_url: str, tmp_path: Pat
         assert api.http.get("/api/me", headers=user.headers).status_code == 200
         engine: Engine = api.app.state.engine
         with contextlib.ExitStack() as held:
-            for _ in range(settings.db_pool_size):
+            for _ in range(settings.pool_size):
                 held.enter_context(engine.connect())
             response = api.http.get("/api/me", headers=user.headers)
         assert response.status_code == 503
@@ -82,6 +82,7 @@ def test_no_connection_within_the_pool_timeout_is_503(db_url: str, tmp_path: Pat
 def test_settings_whose_pool_cannot_serve_the_admitted_requests_are_refused() -> None:
     with pytest.raises(ValueError, match="DB_POOL_SIZE"):
         Settings(api_concurrency=30, image_workers=2, db_pool_size=20, db_max_overflow=5)
+    assert Settings(api_concurrency=30, image_workers=8).pool_size == 40  # unset: sized by the rule
 
 
 @pytest.fixture
