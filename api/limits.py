@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -28,16 +29,21 @@ async def send_json_error(send: Send, status: int, message: str, headers: Iterab
     await send({"type": "http.response.body", "body": body})
 
 
+# The one route that takes files; any other body is JSON, whatever its Content-Type claims.
+UPLOAD_PATH = re.compile(r"^/api/albums/[^/]+/images$")
+
+
 @dataclass(frozen=True)
 class BodyLimits:
-    """Multipart uploads may be large; every other body (JSON) is small."""
+    """Multipart uploads to the upload route may be large; every other body is small."""
 
     upload_bytes: int
     other_bytes: int
 
     def for_scope(self, scope: Scope) -> int:
         content_type = dict(scope["headers"]).get(b"content-type", b"")
-        return self.upload_bytes if content_type.lower().startswith(b"multipart/form-data") else self.other_bytes
+        is_upload = content_type.lower().startswith(b"multipart/form-data") and UPLOAD_PATH.match(scope["path"])
+        return self.upload_bytes if is_upload else self.other_bytes
 
 
 class BodySizeLimit:

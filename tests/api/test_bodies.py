@@ -114,3 +114,11 @@ def test_every_malformed_enhance_body_is_400_with_the_error_shape(direct_harness
     assert response.status_code == 400
     assert set(response.json()) == {"error"}
     assert_nothing_charged(h, user.id)
+
+
+def test_a_multipart_body_elsewhere_than_the_upload_route_gets_the_json_limit(direct_harness: Harness) -> None:
+    h = direct_harness
+    user = make_user(h.engine)
+    photo = (FIXTURES / "chelsea.png").read_bytes()
+    response = h.http.post("/api/albums", headers=user.headers, files={"files": ("c.png", photo)})
+    assert response.status_code == 413
