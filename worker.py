@@ -13,9 +13,9 @@ from temporalio.worker import Interceptor, Worker
 from activities.batch import BatchActivities
 from core.config import Settings, get_settings
 from core.errors import StartupRefused
-from db.session import check_schema, make_engine
+from db.session import PoolSettings, check_schema, make_engine
 from services.deployment import verify_storage
-from services.launcher import TemporalLauncher
+from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.factory import storage_from
 from telemetry.logs import configure_logging
@@ -49,13 +49,12 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker and the reconciler until cancelled."""
-    engine = make_engine(settings.database_url)
+    # Sized like the API's: at least one connection per image thread plus the reconciler's.
+    pool = PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
+    engine = make_engine(settings.database_url, pool)
     check_schema(engine)
     storage = storage_from(settings)
     verify_storage(engine, storage)
-    activities = BatchActivities(
-        engine, storage, settings.max_image_pixels, settings.activity_heartbeat_interval_seconds
-    )
     runtime: Runtime | None = None
     sdk_metrics: TemporalSdkMetrics | None = None
     if settings.worker_metrics_port is not None:
@@ -66,6 +65,14 @@ async def run_worker(settings: Settings) -> None:
         namespace=settings.temporal_namespace,
         interceptors=temporal_interceptors(),
         runtime=runtime,
+    )
+    activities = BatchActivities(
+        engine,
+        storage,
+        settings.max_image_pixels,
+        settings.activity_heartbeat_interval_seconds,
+        settings.activity_progress_interval_seconds,
+        on_step=StepSignals(client, asyncio.get_running_loop()),
     )
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
     with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:

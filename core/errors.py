@@ -50,7 +50,7 @@ class BatchStartFailed(DomainError):
 
 
 class ServiceUnavailable(DomainError):
-    """A dependency of the request (the workflow engine) could not be reached."""
+    """A dependency of the request could not be reached, or the service is too busy for it now: retry later."""
 
 
 class StartupRefused(Exception):

@@ -5,6 +5,7 @@ into their storage as an object. A worker reads both at start and refuses to run
 or carries another one, instead of failing every image whose original it cannot see (a second worker on its own
 disk used to refund images as MissingOriginal)."""
 
+import logging
 import secrets
 
 from sqlalchemy import Engine
@@ -14,6 +15,8 @@ from core.errors import StartupRefused
 from db.models import Deployment
 from db.session import session_scope
 from storage.base import ObjectNotFound, Storage
+
+log = logging.getLogger(__name__)
 
 MARKER_KEY = "deployment/storage-marker"
 SAME_STORAGE_HINT = (
@@ -57,6 +60,18 @@ def claim_storage(engine: Engine, storage: Storage) -> None:
             f"the storage {storage.location} belongs to another database (its marker is {found}, "
             f"this database's is {marker}): {SAME_STORAGE_HINT}"
         )
+
+
+def claim_storage_if_reachable(engine: Engine, storage: Storage) -> None:
+    """The API's claim at start: storage of another database is refused, but storage that cannot be reached now
+    is left to the readiness probe (/readyz reports it) rather than keeping the API down; `db upgrade` marks the
+    storage too, so workers can still check it."""
+    try:
+        claim_storage(engine, storage)
+    except StartupRefused:
+        raise
+    except Exception:
+        log.warning("could not write the storage marker to %s; /readyz reports the storage", storage.location)
 
 
 def verify_storage(engine: Engine, storage: Storage) -> None:

@@ -27,7 +27,7 @@ from core.config import Settings
 from core.temporal_dev import search_attribute_keys, temporal_binary
 from db import migrate
 from db.session import make_engine
-from services.launcher import BatchLauncher
+from services.launcher import BatchLauncher, StepSignals
 from storage.local import LocalStorage
 from tests.s3_server import s3_server  # noqa: F401  (a session fixture: the local S3-compatible server)
 from worker import build_worker
@@ -144,8 +144,8 @@ class LiveServer:
     ) -> None:
         self.settings = settings
         engine_for(settings.database_url)  # the API refuses an unmigrated database, as `db upgrade` would precede it
-        app = create_app(settings, wrap_launcher, storage)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        self.app = create_app(settings, wrap_launcher, storage)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -229,7 +229,12 @@ async def temporal_worker(h: Harness) -> AsyncIterator[None]:
     """A worker serving the harness's task queue, with the harness's storage."""
     assert h.temporal is not None
     activities = BatchActivities(
-        h.engine, h.storage, h.settings.max_image_pixels, h.settings.activity_heartbeat_interval_seconds
+        h.engine,
+        h.storage,
+        h.settings.max_image_pixels,
+        h.settings.activity_heartbeat_interval_seconds,
+        h.settings.activity_progress_interval_seconds,
+        on_step=StepSignals(h.temporal, asyncio.get_running_loop()),
     )
     with ThreadPoolExecutor(max_workers=h.settings.image_workers) as executor:
         async with build_worker(h.temporal, h.settings, activities, executor):

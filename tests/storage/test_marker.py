@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from core.errors import StartupRefused
 from db import migrate
 from db.session import make_engine
-from services.deployment import MARKER_KEY, claim_storage, verify_storage
+from services.deployment import MARKER_KEY, claim_storage, claim_storage_if_reachable, verify_storage
 from storage.local import LocalStorage
 
 
@@ -51,3 +51,16 @@ def test_storage_of_another_database_is_refused_to_api_and_worker(fresh_engine: 
 def test_a_worker_before_any_claim_is_told_to_upgrade_first(fresh_engine: Engine, tmp_path: Path) -> None:
     with pytest.raises(StartupRefused, match="run `album-enhance db upgrade`"):
         verify_storage(fresh_engine, LocalStorage(tmp_path / "storage"))
+
+
+def test_the_api_starts_on_unreachable_storage_but_not_on_another_deployments(
+    fresh_engine: Engine, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the storage folder should be")
+    claim_storage_if_reachable(fresh_engine, LocalStorage(blocker))  # left to /readyz, no exception
+    other = make_engine(f"sqlite:///{tmp_path / 'other.db'}")
+    migrate.upgrade(other)
+    claim_storage(other, LocalStorage(tmp_path / "theirs"))
+    with pytest.raises(StartupRefused, match="belongs to another database"):
+        claim_storage_if_reachable(fresh_engine, LocalStorage(tmp_path / "theirs"))

@@ -27,14 +27,6 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
     )
     op.create_table(
-        "rate_limit_counter",
-        sa.Column("user_id", sa.String(), nullable=False),
-        sa.Column("bucket", sa.String(length=50), nullable=False),
-        sa.Column("window_start", sa.Integer(), nullable=False),
-        sa.Column("count", sa.Integer(), nullable=False),
-        sa.PrimaryKeyConstraint("user_id", "bucket", "window_start"),
-    )
-    op.create_table(
         "user",
         sa.Column("id", sa.String(), nullable=False),
         sa.Column("email", sa.String(length=320), nullable=False),
@@ -78,6 +70,21 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("user_id", "key"),
     )
+    op.create_table(
+        "rate_limit_hit",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("user_id", sa.String(), nullable=False),
+        sa.Column("bucket", sa.String(length=50), nullable=False),
+        sa.Column("at_us", sa.BigInteger(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["user_id"],
+            ["user.id"],
+        ),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("rate_limit_hit", schema=None) as batch_op:
+        batch_op.create_index("ix_rate_limit_hit_key", ["user_id", "bucket", "at_us"], unique=False)
+
     op.create_table(
         "token_transaction",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -165,6 +172,7 @@ def upgrade() -> None:
         sa.Column("tokens_refunded", sa.Integer(), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("error_message", sa.String(length=1000), nullable=True),
+        sa.Column("progress", sa.String(length=100), nullable=True),
         sa.Column("enhanced_key", sa.String(length=300), nullable=True),
         sa.Column("enhanced_width", sa.Integer(), nullable=True),
         sa.Column("enhanced_height", sa.Integer(), nullable=True),
@@ -219,6 +227,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_token_transaction_user_id"))
 
     op.drop_table("token_transaction")
+    with op.batch_alter_table("rate_limit_hit", schema=None) as batch_op:
+        batch_op.drop_index("ix_rate_limit_hit_key")
+
+    op.drop_table("rate_limit_hit")
     op.drop_table("idempotency_record")
     with op.batch_alter_table("album", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_album_owner_id"))
@@ -229,5 +241,4 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_user_api_key_hash"))
 
     op.drop_table("user")
-    op.drop_table("rate_limit_counter")
     op.drop_table("deployment")
