@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     # Widens the gap between the charge commit and the workflow start so crash tests can hit it.
     debug_delay_before_start_seconds: float = 0.0
 
+    # Imaging engine: the caller builds imaging.EngineConfig from these (it validates them). auto runs the
+    # super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and the runtime is
+    # installed; classic never does; sr requires it. SR_GPU_ID -1 is the CPU; SR_TILE_SIZE is in source
+    # pixels (memory grows with its square: ~12 KB per pixel of a tile); SR_NOISE -1..3 is the denoise level.
+    enhance_engine: Literal["auto", "classic", "sr"] = "auto"
+    sr_model: str = "upconv_7_photo"
+    sr_min_scale: float = 1.5
+    sr_tile_size: int = 128
+    sr_threads: int = 1
+    sr_gpu_id: int = -1
+    sr_noise: int = -1
+
 
 @lru_cache
 def get_settings() -> Settings:

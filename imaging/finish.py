@@ -1,0 +1,186 @@
+"""The finish: tone and colour only when the histogram calls for it, sharpening that cannot halo or clip,
+and the JPEG chroma subsampling the picture can afford. Every step does nothing to a photo that needs nothing.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from imaging._decode import ChannelOrder
+
+_HISTOGRAM_SAMPLES = 250_000
+
+# Levels: per-channel 0.1 % percentiles, one stretch for all channels (keeps hue). A photo whose
+# histogram already spans _LEVELS_FULL_SPAN levels is left alone; a hazy one is moved half way toward
+# 0..255, with the gain capped.
+_LEVELS_CLIP = 0.001
+_LEVELS_FULL_SPAN = 192
+_LEVELS_STRENGTH = 0.5
+_LEVELS_MAX_GAIN = 1.2
+_LEVELS_MIN_RANGE = 16
+
+# Saturation +10 % only for dull pictures: mean chroma (max - min channel) below this many levels.
+_SATURATION = 1.1
+_DULL_CHROMA = 24.0
+_LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601, the weights JPEG's YCbCr uses
+
+# At most this fraction of the pixels may become clipped (within 3 levels of 0 or 255) by tone and colour;
+# beyond it the adjustment is halved until it fits, then dropped.
+CLIP_BUDGET = 0.001
+_CLIP_MARGIN = 3
+_CLIP_RETRIES = 3
+
+# Sharpening: unsharp mask at output scale, soft-cored below the picture's noise level (grain and flat
+# areas are left as they are) and clamped to each pixel's 3x3 neighbourhood range (no halo, no clipping).
+USM_SIGMA = 1.0
+_USM_AMOUNT = 0.5
+_USM_STRIP_ROWS = 128  # a strip and its helpers stay in L2 cache; no second full-size buffer
+_CORE_FACTOR = 1.5
+_CORE_MIN, _CORE_MAX = 1, 6
+_NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
+
+# 4:4:4 chroma for small outputs, where a 2x2 chroma block is a visible share of a detail, and for
+# pictures with fine colour detail (small coloured stars, thin coloured lines) that 4:2:0 would wash out.
+FULL_CHROMA_MAX_PIXELS = 1_200_000
+_CHROMA_DETAIL_LEVELS = 12
+_CHROMA_DETAIL_SHARE = 0.002
+_CHROMA_SAMPLE_ROW_PAIRS = 256
+
+
+def _sample(pixels: np.ndarray) -> np.ndarray:
+    height, width = pixels.shape[:2]
+    # Whole rows, so OpenCV reads the view in place (a column stride would force a copy).
+    return pixels[:: max(1, height * width // _HISTOGRAM_SAMPLES)]
+
+
+def tone_and_colour(pixels: np.ndarray, order: ChannelOrder) -> np.ndarray:
+    """Contrast-limited levels and, for dull pictures, +10 % saturation in one matrix pass to BGR (in place
+    if writable). The adjustment is scaled back until it clips at most CLIP_BUDGET of the pixels."""
+    sample = _sample(pixels)
+    gain, offset = _levels(sample)
+    saturation = _SATURATION if _is_dull(sample, order) else 1.0
+    identity = _matrix(1.0, 0.0, 1.0, order)
+    matrix = _matrix(gain, offset, saturation, order)
+    for _ in range(_CLIP_RETRIES):
+        if _new_clipping(sample, matrix, identity) <= CLIP_BUDGET:
+            break
+        matrix = (matrix + identity) / 2
+    else:
+        if _new_clipping(sample, matrix, identity) > CLIP_BUDGET:
+            matrix = identity
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    in_place = channels == 3 and pixels.flags.writeable and pixels.flags.c_contiguous
+    return cv2.transform(pixels, matrix, dst=pixels if in_place else None)
+
+
+def _matrix(gain: float, offset: float, saturation: float, order: ChannelOrder) -> np.ndarray:
+    """3x(c+1) matrix from the input channel order to BGR."""
+    saturate = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _LUMA)  # RGB->RGB
+    if order == "L":
+        mix = np.ones((3, 1))
+    elif order == "BGR":
+        mix = saturate[:, ::-1]
+    else:
+        mix = saturate
+    return np.hstack([gain * mix[::-1], np.full((3, 1), offset)]).astype(np.float32)  # rows: B, G, R
+
+
+def _clipped(bgr: np.ndarray) -> np.ndarray:
+    # Within _CLIP_MARGIN of the ends counts: JPEG's own error takes those pixels the rest of the way.
+    flat = bgr.reshape(bgr.shape[0], -1, 3) if bgr.ndim == 3 else bgr.reshape(bgr.shape[0], -1, 1)
+    return np.asarray(((flat <= _CLIP_MARGIN) | (flat >= 255 - _CLIP_MARGIN)).any(axis=2))
+
+
+def _new_clipping(sample: np.ndarray, matrix: np.ndarray, identity: np.ndarray) -> float:
+    before = _clipped(cv2.transform(sample, identity))
+    after = _clipped(cv2.transform(sample, matrix))
+    return float((after & ~before).mean())
+
+
+def _levels(sample: np.ndarray) -> tuple[float, float]:
+    channels = 1 if sample.ndim == 2 else sample.shape[2]
+    lows, highs = [], []
+    for channel in range(channels):
+        cdf = np.cumsum(cv2.calcHist([sample], [channel], None, [256], [0, 256]).ravel())
+        lows.append(int(np.searchsorted(cdf, _LEVELS_CLIP * cdf[-1], side="right")))
+        highs.append(int(np.searchsorted(cdf, (1.0 - _LEVELS_CLIP) * cdf[-1], side="left")))
+    low, high = min(lows), max(highs)
+    if high - low < _LEVELS_MIN_RANGE or high - low >= _LEVELS_FULL_SPAN:
+        return 1.0, 0.0  # flat (stretching would amplify noise) or already using the range
+    black = _LEVELS_STRENGTH * low
+    white = 255.0 - _LEVELS_STRENGTH * (255.0 - high)
+    gain = min(255.0 / (white - black), _LEVELS_MAX_GAIN)
+    centre = (black + white) / 2.0
+    return gain, 127.5 - gain * centre
+
+
+def _is_dull(sample: np.ndarray, order: ChannelOrder) -> bool:
+    if order == "L":
+        return False
+    chroma = sample.max(axis=2).astype(np.int16) - sample.min(axis=2)
+    return float(chroma.mean()) < _DULL_CHROMA
+
+
+def noise_threshold(pixels: np.ndarray) -> int:
+    """Coring threshold in levels: a robust estimate of the grain's amplitude, from horizontal differences."""
+    sample = _sample(pixels)
+    gray = sample if sample.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(sample), cv2.COLOR_BGR2GRAY)
+    differences = np.abs(np.diff(gray.astype(np.int16), axis=1))
+    # For Gaussian grain of std s, the median |difference| of neighbours is 0.954 s.
+    sigma = float(np.median(differences)) / 0.954
+    return int(min(_CORE_MAX, max(_CORE_MIN, round(_CORE_FACTOR * sigma))))
+
+
+def sharpen_in_place(pixels: np.ndarray, sigma: float = USM_SIGMA, threshold: int | None = None) -> None:
+    """Guarded unsharp mask (50 %) in row strips, writing into pixels; same result as a full-image pass."""
+    if not pixels.flags.writeable or not pixels.flags.c_contiguous:
+        raise ValueError("sharpen_in_place needs a writable, C-contiguous array")
+    core = noise_threshold(pixels) if threshold is None else threshold
+    core_plane = np.full((_USM_STRIP_ROWS, *pixels.shape[1:]), core, np.uint8)  # subtracted from each strip
+    height = pixels.shape[0]
+    ksize = 2 * math.ceil(2.0 * sigma) + 1
+    halo = max(ksize // 2, 1)
+    pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None  # written one strip late
+    for top in range(0, height, _USM_STRIP_ROWS):
+        bottom = min(height, top + _USM_STRIP_ROWS)
+        start, stop = max(0, top - halo), min(height, bottom + halo)
+        # Rows above `top` are still original because the previous strip is written only after these reads.
+        window = pixels[start:stop]
+        blurred = cv2.GaussianBlur(window, (ksize, ksize), sigma)
+        high = cv2.dilate(window, _NEIGHBOURHOOD)
+        low = cv2.erode(window, _NEIGHBOURHOOD)
+        if pending is not None:
+            _sharpen(*pending, core_plane)
+        rows = slice(top - start, bottom - start)
+        pending = (pixels[top:bottom], blurred[rows], high[rows], low[rows])
+    if pending is not None:
+        _sharpen(*pending, core_plane)
+
+
+def _sharpen(strip: np.ndarray, blurred: np.ndarray, high: np.ndarray, low: np.ndarray, core: np.ndarray) -> None:
+    # Soft coring: detail below `core` levels is grain and is left alone; above, only the excess is added.
+    core = core[: strip.shape[0]]
+    lighter = cv2.subtract(cv2.subtract(strip, blurred), core)
+    darker = cv2.subtract(cv2.subtract(blurred, strip), core)
+    cv2.scaleAdd(lighter, _USM_AMOUNT, strip, dst=strip)
+    cv2.subtract(strip, cv2.convertScaleAbs(darker, alpha=_USM_AMOUNT), dst=strip)
+    # Clamped to the 3x3 range the pixel had: edges get steeper, never brighter or darker than their sides.
+    cv2.min(strip, high, dst=strip)
+    cv2.max(strip, low, dst=strip)
+
+
+def wants_full_chroma(bgr: np.ndarray) -> bool:
+    """Whether 4:2:0 would visibly lose colour: a small output, or fine colour detail found in row samples."""
+    height, width = bgr.shape[:2]
+    if height * width <= FULL_CHROMA_MAX_PIXELS or bgr.ndim == 2 or height < 2 or width < 2:
+        return bgr.ndim == 3
+    step = max(2, (height // 2 // _CHROMA_SAMPLE_ROW_PAIRS) * 2)
+    pairs = np.concatenate([bgr[top : top + 2, : width - width % 2] for top in range(0, height - 1, step)])
+    chroma = cv2.cvtColor(pairs, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(np.int16)
+    # What 4:2:0 keeps: the 2x2 block mean of each chroma plane.
+    blocks = chroma.reshape(-1, 2, width // 2, 2, 2).mean(axis=(1, 3), keepdims=True)
+    error = np.abs(chroma.reshape(-1, 2, width // 2, 2, 2) - blocks).max(axis=4)
+    return float((error > _CHROMA_DETAIL_LEVELS).mean()) > _CHROMA_DETAIL_SHARE
