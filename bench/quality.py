@@ -286,8 +286,9 @@ def save_crop(name: str, original: np.ndarray, outputs: dict[str, np.ndarray], o
 
 
 def measure(
-    photos: dict[str, np.ndarray], factors: tuple[int, ...], crops_dir: Path | None
+    photos: dict[str, np.ndarray], factors: tuple[int, ...], crops_dir: Path | None, in_child: bool = True
 ) -> tuple[list[Enlargement], list[OwnSize], list[Speed]]:
+    """Every method on every shrunk photo (each method in its own process unless in_child is False)."""
     jobs = [
         Job(name, factor, how, shrink(original, factor, how), (original.shape[1], original.shape[0]))
         for name, original in photos.items()
@@ -297,7 +298,7 @@ def measure(
     results: dict[str, list[np.ndarray]] = {}
     speeds = []
     for method in METHODS:
-        results[method], speed = run_method_in_child(method, jobs)
+        results[method], speed = (run_method_in_child if in_child else run_method)(method, jobs)
         speeds.append(speed)
         print(f"{method}: {speed.wall_s / speed.output_mp:.3f} s per output MP, {speed.peak_rss_mb} MB", flush=True)
     rows: list[Enlargement] = []
