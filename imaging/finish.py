@@ -47,7 +47,7 @@ _NEIGHBOURHOOD = np.ones((3, 3), np.uint8)
 FULL_CHROMA_MAX_PIXELS = 1_200_000
 _CHROMA_DETAIL_LEVELS = 12
 _CHROMA_DETAIL_SHARE = 0.002
-_CHROMA_SAMPLE_ROW_PAIRS = 256
+_CHROMA_SAMPLE_ROW_PAIRS = 128
 
 
 def _sample(pixels: np.ndarray) -> np.ndarray:
@@ -88,16 +88,16 @@ def _matrix(gain: float, offset: float, saturation: float, order: ChannelOrder) 
     return np.hstack([gain * mix[::-1], np.full((3, 1), offset)]).astype(np.float32)  # rows: B, G, R
 
 
-def _clipped(bgr: np.ndarray) -> np.ndarray:
-    # Within _CLIP_MARGIN of the ends counts: JPEG's own error takes those pixels the rest of the way.
-    flat = bgr.reshape(bgr.shape[0], -1, 3) if bgr.ndim == 3 else bgr.reshape(bgr.shape[0], -1, 1)
-    return np.asarray(((flat <= _CLIP_MARGIN) | (flat >= 255 - _CLIP_MARGIN)).any(axis=2))
+def _unclipped(bgr: np.ndarray) -> np.ndarray:
+    # 255 where every channel is more than _CLIP_MARGIN levels from either end (JPEG's own error takes a
+    # pixel within the margin the rest of the way).
+    return cv2.inRange(bgr, (_CLIP_MARGIN + 1,) * 3, (254 - _CLIP_MARGIN,) * 3)
 
 
 def _new_clipping(sample: np.ndarray, matrix: np.ndarray, identity: np.ndarray) -> float:
-    before = _clipped(cv2.transform(sample, identity))
-    after = _clipped(cv2.transform(sample, matrix))
-    return float((after & ~before).mean())
+    before = _unclipped(cv2.transform(sample, identity))
+    after = _unclipped(cv2.transform(sample, matrix))
+    return cv2.countNonZero(cv2.subtract(before, after)) / before.size
 
 
 def _levels(sample: np.ndarray) -> tuple[float, float]:
@@ -120,17 +120,19 @@ def _levels(sample: np.ndarray) -> tuple[float, float]:
 def _is_dull(sample: np.ndarray, order: ChannelOrder) -> bool:
     if order == "L":
         return False
-    chroma = sample.max(axis=2).astype(np.int16) - sample.min(axis=2)
-    return float(chroma.mean()) < _DULL_CHROMA
+    channels = cv2.split(sample)
+    chroma = cv2.subtract(cv2.max(cv2.max(*channels[:2]), channels[2]), cv2.min(cv2.min(*channels[:2]), channels[2]))
+    return float(cv2.mean(chroma)[0]) < _DULL_CHROMA
 
 
 def noise_threshold(pixels: np.ndarray) -> int:
     """Coring threshold in levels: a robust estimate of the grain's amplitude, from horizontal differences."""
     sample = _sample(pixels)
     gray = sample if sample.ndim == 2 else cv2.cvtColor(np.ascontiguousarray(sample), cv2.COLOR_BGR2GRAY)
-    differences = np.abs(np.diff(gray.astype(np.int16), axis=1))
+    differences = cv2.absdiff(gray[:, 1:], gray[:, :-1])
+    cdf = np.cumsum(cv2.calcHist([differences], [0], None, [256], [0, 256]).ravel())
     # For Gaussian grain of std s, the median |difference| of neighbours is 0.954 s.
-    sigma = float(np.median(differences)) / 0.954
+    sigma = float(np.searchsorted(cdf, cdf[-1] / 2)) / 0.954
     return int(min(_CORE_MAX, max(_CORE_MIN, round(_CORE_FACTOR * sigma))))
 
 
@@ -175,12 +177,20 @@ def _sharpen(strip: np.ndarray, blurred: np.ndarray, high: np.ndarray, low: np.n
 def wants_full_chroma(bgr: np.ndarray) -> bool:
     """Whether 4:2:0 would visibly lose colour: a small output, or fine colour detail found in row samples."""
     height, width = bgr.shape[:2]
-    if height * width <= FULL_CHROMA_MAX_PIXELS or bgr.ndim == 2 or height < 2 or width < 2:
-        return bgr.ndim == 3
+    if bgr.ndim == 2:
+        return False
+    if height * width <= FULL_CHROMA_MAX_PIXELS or height < 2 or width < 2:
+        return True
     step = max(2, (height // 2 // _CHROMA_SAMPLE_ROW_PAIRS) * 2)
-    pairs = np.concatenate([bgr[top : top + 2, : width - width % 2] for top in range(0, height - 1, step)])
-    chroma = cv2.cvtColor(pairs, cv2.COLOR_BGR2YCrCb)[..., 1:].astype(np.int16)
-    # What 4:2:0 keeps: the 2x2 block mean of each chroma plane.
-    blocks = chroma.reshape(-1, 2, width // 2, 2, 2).mean(axis=(1, 3), keepdims=True)
-    error = np.abs(chroma.reshape(-1, 2, width // 2, 2, 2) - blocks).max(axis=4)
-    return float((error > _CHROMA_DETAIL_LEVELS).mean()) > _CHROMA_DETAIL_SHARE
+    even_width = width - width % 2
+    pairs = np.concatenate([bgr[top : top + 2, :even_width] for top in range(0, height - 1, step)])
+    chroma = cv2.cvtColor(pairs, cv2.COLOR_BGR2YCrCb)
+    # What 4:2:0 keeps: the 2x2 block mean of each chroma plane (row pairs stack, so blocks line up).
+    kept = cv2.resize(
+        cv2.resize(chroma, (even_width // 2, pairs.shape[0] // 2), interpolation=cv2.INTER_AREA),
+        (even_width, pairs.shape[0]),
+        interpolation=cv2.INTER_NEAREST,
+    )
+    error = cv2.absdiff(chroma, kept)
+    lost = cv2.max(error[..., 1], error[..., 2]) > _CHROMA_DETAIL_LEVELS
+    return float(np.count_nonzero(lost)) / lost.size > _CHROMA_DETAIL_SHARE
