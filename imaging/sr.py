@@ -8,7 +8,6 @@ how callers report progress and cancel between tiles.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -75,7 +74,7 @@ def count_tiles(width: int, height: int, passes: int, tile: int) -> int:
 
 
 class _Model:
-    """One loaded network; not shared between threads (the native object keeps per-call state)."""
+    """One loaded network, used by one call at a time (the native object keeps per-call state)."""
 
     def __init__(self, config: EngineConfig, tile_limit: int) -> None:
         module, models = require_runtime()
@@ -98,21 +97,11 @@ class _Model:
         return np.frombuffer(target.get_data(), np.uint8).reshape(_SCALE * height, _SCALE * width, 3)
 
 
-_models = threading.local()
-
-
-def _model(config: EngineConfig) -> _Model:
-    # Loading takes ~20 ms on the CPU; one model per thread and configuration is kept for the next image.
-    cache_: dict[EngineConfig, _Model] = _models.__dict__.setdefault("by_config", {})
-    model = cache_.get(config)
-    if model is None:
-        model = cache_[config] = _Model(config, config.sr_tile_size + 2 * config.sr_context)
-    return model
-
-
 def upscale(bgr: np.ndarray, passes: int, config: EngineConfig, after_tile: Callable[[], None]) -> np.ndarray:
     """Enlarge a BGR image 2**passes times, calling after_tile() after each tile (it may raise to abort)."""
-    model = _model(config)
+    # A model per call (loading takes ~20 ms): ncnn keeps a tile's activations (~250 MB at 128 px) in the
+    # network's allocator, and they should not stay resident in a worker between SR images.
+    model = _Model(config, config.sr_tile_size + 2 * config.sr_context)
     for _ in range(passes):
         bgr = _one_pass(model, bgr, config, after_tile)
     return bgr

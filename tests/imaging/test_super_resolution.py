@@ -182,7 +182,6 @@ def test_engine_sr_without_the_runtime_fails_loudly_and_auto_falls_back(monkeypa
     # Simulates a machine without libvulkan/libomp: the import of the native module would fail.
     monkeypatch.setattr(sr, "_runtime", lambda: (None, None, "ImportError: libvulkan.so.1"))
     monkeypatch.setattr(enhance_module, "_sr_usable", lambda: False)
-    monkeypatch.setattr(sr, "_models", type(sr._models)())
     data = encode(_photo_crop(48), "PNG")
     with pytest.raises(SuperResolutionUnavailableError, match="libvulkan1 and libomp5"):
         enhance_image(data, 96, config=SR)
