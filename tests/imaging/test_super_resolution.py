@@ -187,3 +187,14 @@ def test_engine_sr_without_the_runtime_fails_loudly_and_auto_falls_back(monkeypa
         enhance_image(data, 96, config=SR)
     assert not needs_super_resolution(48, 48, 96, EngineConfig(engine="auto"))
     assert enhance_image(data, 96, config=EngineConfig(engine="auto")).engine == "classic"
+
+
+def test_a_vulkan_device_runs_the_same_network() -> None:
+    # Any Vulkan device will do, Mesa's software one included; without one (the usual CI) there is nothing to run.
+    module, _ = sr.require_runtime()
+    if module.get_gpu_count() < 1:
+        pytest.skip("no Vulkan device")
+    data = encode(_photo_crop(48), "PNG")
+    on_cpu = decoded(enhance_image(data, 96, config=SR).data).astype(int)
+    on_gpu = decoded(enhance_image(data, 96, config=EngineConfig(engine="sr", sr_tile_size=32, sr_gpu_id=0)).data)
+    assert np.abs(on_cpu - on_gpu).mean() < 1.5  # fp16 on the device: close, not bit-equal
