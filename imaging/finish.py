@@ -63,17 +63,21 @@ def tone_and_colour(pixels: np.ndarray, order: ChannelOrder) -> np.ndarray:
     gain, offset = _levels(sample)
     saturation = _SATURATION if _is_dull(sample, order) else 1.0
     identity = _matrix(1.0, 0.0, 1.0, order)
-    matrix = _matrix(gain, offset, saturation, order)
-    for _ in range(_CLIP_RETRIES):
-        if _new_clipping(sample, matrix, identity) <= CLIP_BUDGET:
-            break
-        matrix = (matrix + identity) / 2
-    else:
-        if _new_clipping(sample, matrix, identity) > CLIP_BUDGET:
-            matrix = identity
+    matrix = identity
+    if (gain, offset, saturation) != (1.0, 0.0, 1.0):  # most photos: nothing to do, nothing to check
+        matrix = _within_clip_budget(sample, _matrix(gain, offset, saturation, order), identity)
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     in_place = channels == 3 and pixels.flags.writeable and pixels.flags.c_contiguous
     return cv2.transform(pixels, matrix, dst=pixels if in_place else None)
+
+
+def _within_clip_budget(sample: np.ndarray, matrix: np.ndarray, identity: np.ndarray) -> np.ndarray:
+    """The matrix, or the first of its halvings toward identity that clips at most CLIP_BUDGET, or identity."""
+    for _ in range(_CLIP_RETRIES + 1):
+        if _new_clipping(sample, matrix, identity) <= CLIP_BUDGET:
+            return matrix
+        matrix = (matrix + identity) / 2
+    return identity
 
 
 def _matrix(gain: float, offset: float, saturation: float, order: ChannelOrder) -> np.ndarray:
@@ -140,8 +144,7 @@ def sharpen_in_place(pixels: np.ndarray, sigma: float = USM_SIGMA, threshold: in
     """Guarded unsharp mask (50 %) in row strips, writing into pixels; same result as a full-image pass."""
     if not pixels.flags.writeable or not pixels.flags.c_contiguous:
         raise ValueError("sharpen_in_place needs a writable, C-contiguous array")
-    core = noise_threshold(pixels) if threshold is None else threshold
-    core_plane = np.full((_USM_STRIP_ROWS, *pixels.shape[1:]), core, np.uint8)  # subtracted from each strip
+    coring = _coring_table(noise_threshold(pixels) if threshold is None else threshold)
     height = pixels.shape[0]
     ksize = 2 * math.ceil(2.0 * sigma) + 1
     halo = max(ksize // 2, 1)
@@ -155,20 +158,26 @@ def sharpen_in_place(pixels: np.ndarray, sigma: float = USM_SIGMA, threshold: in
         high = cv2.dilate(window, _NEIGHBOURHOOD)
         low = cv2.erode(window, _NEIGHBOURHOOD)
         if pending is not None:
-            _sharpen(*pending, core_plane)
+            _sharpen(*pending, coring)
         rows = slice(top - start, bottom - start)
         pending = (pixels[top:bottom], blurred[rows], high[rows], low[rows])
     if pending is not None:
-        _sharpen(*pending, core_plane)
+        _sharpen(*pending, coring)
 
 
-def _sharpen(strip: np.ndarray, blurred: np.ndarray, high: np.ndarray, low: np.ndarray, core: np.ndarray) -> None:
-    # Soft coring: detail below `core` levels is grain and is left alone; above, only the excess is added.
-    core = core[: strip.shape[0]]
-    lighter = cv2.subtract(cv2.subtract(strip, blurred), core)
-    darker = cv2.subtract(cv2.subtract(blurred, strip), core)
-    cv2.scaleAdd(lighter, _USM_AMOUNT, strip, dst=strip)
-    cv2.subtract(strip, cv2.convertScaleAbs(darker, alpha=_USM_AMOUNT), dst=strip)
+def _coring_table(core: int) -> np.ndarray:
+    """Lookup table on 128 + amount x detail: soft coring, so detail below `core` levels (grain) is left
+    alone and only the excess above it is added."""
+    scaled = np.arange(256, dtype=np.float64) - 128.0
+    threshold = _USM_AMOUNT * core
+    cored = np.sign(scaled) * np.maximum(np.abs(scaled) - threshold, 0.0)
+    return np.clip(np.round(128.0 + cored), 0, 255).astype(np.uint8)
+
+
+def _sharpen(strip: np.ndarray, blurred: np.ndarray, high: np.ndarray, low: np.ndarray, coring: np.ndarray) -> None:
+    # amount x (strip - blurred), biased to 128 so it fits a byte; cored through the table; added back.
+    detail = cv2.LUT(cv2.addWeighted(strip, _USM_AMOUNT, blurred, -_USM_AMOUNT, 128.0), coring)
+    cv2.addWeighted(strip, 1.0, detail, 1.0, -128.0, dst=strip)
     # Clamped to the 3x3 range the pixel had: edges get steeper, never brighter or darker than their sides.
     cv2.min(strip, high, dst=strip)
     cv2.max(strip, low, dst=strip)
