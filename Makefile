@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sr-libs dev dev-direct worker test lint bench bench-quality clean
+.PHONY: setup sr-libs dev dev-direct worker test lint bench bench-quality bench-api clean
 
 # The super-resolution runtime (requirements-sr.txt) declares opencv-python, which would put a second cv2 next
 # to opencv-python-headless; its only other dependency (Pillow) is ours already, hence --no-deps.
@@ -53,6 +53,9 @@ bench: setup        ## imaging benchmark; writes bench/results/
 
 bench-quality: setup  ## full-reference quality benchmark; writes bench/results/quality.* and docs/images/
 	$(BIN)/python -m bench.quality
+
+bench-api: setup    ## API load benchmark on PostgreSQL (BENCH_DATABASE_URL names the server); writes bench/results/
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
