@@ -13,9 +13,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
+# The super-resolution runtime links libvulkan and libomp even on the CPU (see the Makefile's sr-libs).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libvulkan1 libomp5 \
+    && rm -rf /var/lib/apt/lists/*
+
 # A system user without a login runs everything; ./data holds local storage and SQLite when those are used.
+# The SR runtime goes in with --no-deps, as in the Makefile: it would pull a second OpenCV.
 COPY . .
 RUN pip install . \
+    && pip install --no-deps -r requirements-sr.txt \
     && rm -rf build *.egg-info \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin album-enhance \
     && mkdir -p /app/data \

@@ -89,6 +89,18 @@ class Settings(BaseSettings):
             )
         return self
 
+    # Imaging engine: the caller builds imaging.EngineConfig from these (it validates them). auto runs the
+    # super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and the runtime is
+    # installed; classic never does; sr requires it. SR_GPU_ID -1 is the CPU; SR_TILE_SIZE is in source
+    # pixels (memory grows with its square: ~12 KB per pixel of a tile); SR_NOISE -1..3 is the denoise level.
+    enhance_engine: Literal["auto", "classic", "sr"] = "auto"
+    sr_model: str = "upconv_7_photo"
+    sr_min_scale: float = 1.5
+    sr_tile_size: int = 128
+    sr_threads: int = 1
+    sr_gpu_id: int = -1
+    sr_noise: int = -1
+
     # Scale out: where originals and results live when processes run on several machines.
     # STORAGE_URL: s3://bucket/prefix for any S3-compatible store, or file://path; unset, STORAGE_DIR is used.
     # S3 credentials come from the standard AWS variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, ...).
