@@ -20,6 +20,7 @@ from api.limits import AdmissionGate, BodyLimits, BodySizeLimit
 from api.routes import albums, batches, images, jobs, me
 from core.config import Settings, get_settings
 from db.session import PoolSettings, init_db, make_engine
+from services.batches import engine_config
 from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from services.uploads import DecodeSlots
@@ -105,6 +106,7 @@ def create_app(
             settings.max_image_pixels,
             settings.activity_heartbeat_interval_seconds,
             settings.activity_progress_interval_seconds,
+            engine_config=engine_config(settings),
         )
         app.state.settings, app.state.engine, app.state.storage = settings, engine, store
         app.state.temporal_client = client = await _temporal_client(settings)

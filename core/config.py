@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     sr_threads: int = 1
     sr_gpu_id: int = -1
     sr_noise: int = -1
+    # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
+    # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
+    # run at once per worker process (the network holds Python's lock for a whole tile: one is right on a CPU).
+    sr_task_queue: str = "album-enhance-sr"
+    sr_workers: int = Field(default=1, ge=1)
+    sr_activity_start_to_close_seconds: float = 1800.0
+    worker_queues: list[str] = Field(default_factory=list)
 
 
 @lru_cache

@@ -72,7 +72,7 @@ def enhance_album(
             session.commit()
         raise
     if planned.batch is not None:
-        _start_or_refund(session, start, input_for(planned.batch, planned.jobs, settings), key)
+        _start_or_refund(session, start, input_for(session, planned.batch, planned.jobs, settings), key)
     return EnhanceAnswer(200, body, headers)
 
 
