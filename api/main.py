@@ -15,7 +15,7 @@ from temporalio.client import Client
 from activities.batch import BatchActivities
 from api.errors import install_error_handlers
 from api.limits import BodySizeLimit
-from api.routes import albums, batches, images, jobs, me
+from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
 from core.config import Settings, get_settings
 from db.session import init_db, make_engine
 from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
@@ -25,7 +25,7 @@ from storage.local import LocalStorage
 log = logging.getLogger(__name__)
 
 api_router = APIRouter(prefix="/api")
-for module in (me, albums, images, jobs, batches):
+for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion):
     api_router.include_router(module.router)
 
 

@@ -53,6 +53,12 @@ class Settings(BaseSettings):
     # Widens the gap between the charge commit and the workflow start so crash tests can hit it.
     debug_delay_before_start_seconds: float = 0.0
 
+    # The web app and the API it uses: how often the event stream looks at the database, how often it sends a
+    # keep-alive comment (proxies drop idle streams), and the thumbnails' longer side.
+    events_poll_seconds: float = Field(default=0.5, gt=0)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    thumbnail_size: int = Field(default=320, ge=64, le=1024)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -36,15 +36,22 @@ def batch_input(session: Session, batch: Batch, settings: Settings) -> BatchEnha
     return input_for(batch, jobs_of(session, batch.id), settings)
 
 
+def _kept(row_id: str | None) -> str:
+    # Deleting an album or image is refused until its batches end, so an unfinished batch still has both.
+    if row_id is None:
+        raise ValueError("an unfinished batch lost its album or image")
+    return row_id
+
+
 def input_for(batch: Batch, jobs: list[EnhancementJob], settings: Settings) -> BatchEnhanceInput:
     """The workflow input of a batch whose jobs are at hand (in processing order)."""
     return BatchEnhanceInput(
         batch_id=batch.id,
-        album_id=batch.album_id,
+        album_id=_kept(batch.album_id),
         user_id=batch.user_id,
         tier=batch.tier,
         job_ids=[job.id for job in jobs],
-        image_ids=[job.image_id for job in jobs],
+        image_ids=[_kept(job.image_id) for job in jobs],
         retry=retry_settings(settings),
     )
 

@@ -83,7 +83,7 @@ def read_album(album: OwnedAlbum, session: SessionDep) -> AlbumDetailOut:
     images = session.exec(
         select(Image).where(col(Image.album_id) == album.id).order_by(col(Image.sort_order), col(Image.id))
     ).all()
-    jobs_by_image: dict[str, list[ImageJobOut]] = defaultdict(list)
+    jobs_by_image: dict[str | None, list[ImageJobOut]] = defaultdict(list)
     jobs = session.exec(
         select(EnhancementJob)
         .where(col(EnhancementJob.image_id).in_([image.id for image in images]))
@@ -206,6 +206,7 @@ def enhance_album(
             skip_already_enhanced=body.skip_already_enhanced,
             max_batch_size=settings.max_batch_size,
             execution_mode=settings.execution_mode,
+            image_ids=body.image_ids,
         )
         result = _enhance_response(planned)
         if key is not None:

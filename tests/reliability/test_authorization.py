@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session, col, select
 
 import api.routes
+from api.deps import AUTH_HINT
 from api.main import api_router
 from db.models import Album, Batch, EnhancementJob, IdempotencyRecord, Image, Tier, TokenTransaction, User
 from storage.local import LocalStorage
@@ -60,6 +61,13 @@ ROUTES = [
     Route("GET", "/api/jobs/{jobId}/result", foreign=(404, "Job not found")),
     Route("GET", "/api/batches/{batchId}", foreign=(404, "Batch not found")),
     Route("POST", "/api/batches/{batchId}/cancel", foreign=(404, "Batch not found")),
+    # After the cancel: the owner's stream of the (now cancelled) batch ends at once.
+    Route("GET", "/api/batches/{batchId}/events", foreign=(404, "Batch not found")),
+    Route("GET", "/api/images/{imageId}/thumbnail", foreign=(404, "Image not found")),
+    Route("GET", "/api/albums/{albumId}/results.zip", foreign=(403, NOT_OWNER)),
+    # Last: the owner's deletes remove what the cases above use.
+    Route("DELETE", "/api/images/{imageId}", foreign=(404, "Image not found")),
+    Route("DELETE", "/api/albums/{albumId}", foreign=(403, NOT_OWNER)),
 ]
 
 
@@ -153,8 +161,9 @@ def problems_with_refusal(
         problems.append(f"content type {response.headers.get('content-type')!r}")
     else:
         body = response.json()
-        if body != {"error": error}:
-            problems.append(f"body {body!r}, expected {{'error': {error!r}}}")
+        expected = {"error": error, "hint": AUTH_HINT} if status == 401 else {"error": error}
+        if body != expected:
+            problems.append(f"body {body!r}, expected {expected!r}")
     if status == 401 and response.headers.get("www-authenticate") != "Bearer":
         problems.append(f"WWW-Authenticate {response.headers.get('www-authenticate')!r}")
     problems += leaks(response, secrets)
