@@ -21,6 +21,7 @@ from db.session import init_db, make_engine
 from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.local import LocalStorage
+from web import app as web
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +90,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description="Batch-enhance every photo of an album, paid in tokens, run as durable Temporal workflows.",
         lifespan=lifespan,
+        docs_url=None,  # served by the web package from local assets: /docs works offline
     )
     install_error_handlers(app)
     app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
     app.include_router(api_router)
+    web.install(app)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
