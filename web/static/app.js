@@ -335,12 +335,10 @@ dropzone.addEventListener("drop", (event) => {
 
 async function uploadAll(files) {
   const albumId = state.album.id;
-  // One request per file, two at a time: each file gets its own progress bar, and one bad file fails alone.
-  const queue = files.map((file) => ({ file, row: uploadRow(file) }));
-  const worker = async () => {
-    for (let next = queue.shift(); next; next = queue.shift()) await uploadOne(albumId, next.file, next.row);
-  };
-  await Promise.all([worker(), worker()]);
+  // One request per file, in the order chosen (which is the album's order): each file gets its own progress
+  // bar, and one bad file fails alone. The bandwidth is shared anyway, so parallel requests would not be faster.
+  const rows = files.map((file) => [file, uploadRow(file)]);
+  for (const [file, row] of rows) await uploadOne(albumId, file, row);
   if (state.album?.id === albumId) {
     await loadAlbum(albumId);
     renderAlbum();
@@ -430,10 +428,11 @@ function renderQuote() {
   $("quote-problem").textContent = q.problem;
   const busy = Boolean(state.batch && !FINAL.has(state.batch.status));
   $("enhance-button").disabled = Boolean(q.problem) || busy;
-  $("enhance-button").textContent = q.problem ? "Enhance" : `Enhance ${plural(q.images.length, "photo")} for ${plural(q.cost, "token")}`;
+  $("enhance-button").textContent = q.problem ? "Enhance" : `Enhance ${plural(q.images.length, "photo")} · ${plural(q.cost, "token")}`;
 }
 
 for (const input of document.querySelectorAll('input[name="tier"], #skip-enhanced, #only-selected')) input.addEventListener("change", renderQuote);
+for (const small of document.querySelectorAll("small[data-cost]")) small.textContent = `${LIMITS.tierCosts[small.dataset.cost]} / photo`;
 
 $("enhance-button").addEventListener("click", async () => {
   const q = quote();
@@ -593,7 +592,9 @@ async function openCompare(image, job) {
   $("compare-info").textContent = `${image.filename || ""} · ${tierLabel(job.tier)}`;
   $("compare-slider").value = 50;
   setSplit(50);
-  $("compare-stage").style.aspectRatio = `${image.width} / ${image.height}`;
+  const stage = $("compare-stage");
+  stage.style.aspectRatio = `${image.width} / ${image.height}`;
+  stage.style.maxWidth = `calc(70vh * ${image.width / image.height})`; // no letterbox when height is the limit
   dialog.showModal();
   try {
     const [before, after] = await Promise.all([blobUrl(`/api/images/${image.id}/original`), blobUrl(`/api/jobs/${job.jobId}/result`)]);
