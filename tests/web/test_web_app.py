@@ -134,8 +134,23 @@ def test_an_owner_uploads_enhances_compares_and_downloads(web: Harness, tmp_path
         wait_for(driver, lambda d: by_id(d, "view-album").is_displayed() and len(tiles(d)) == 3)
         assert driver.execute_script("return document.documentElement.scrollWidth") <= 390
         screenshot(driver, "web-phone.png")
+        assert foreign_requests(driver, web.api.base_url) == []
     assert balance(web.engine, user.id) == 14
     assert_balance_matches_ledger(web.engine, user.id)
+
+
+def foreign_requests(driver: WebDriver, origin: str) -> list[str]:
+    """Every resource the page loaded from anywhere but the service (blob: URLs are the page's own)."""
+    urls = driver.execute_script("return performance.getEntriesByType('resource').map(entry => entry.name)")
+    return [url for url in urls if not url.startswith((origin, "blob:", "data:"))]
+
+
+def test_api_docs_render_without_any_other_origin(web: Harness, tmp_path: Path) -> None:
+    with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
+        driver.get(web.api.base_url + "/docs")
+        wait_for(driver, lambda d: "/api/batches/{batchId}/events" in d.find_element("tag name", "body").text)
+        assert "album-enhance" in driver.find_element("css selector", ".swagger-ui .info .title").text
+        assert foreign_requests(driver, web.api.base_url) == []
 
 
 async def test_cancelling_a_running_batch_from_the_page_refunds_it(
