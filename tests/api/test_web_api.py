@@ -55,6 +55,10 @@ def enhance(h: Harness, album: str, headers: dict[str, str], body: dict) -> http
     return h.http.post(f"/api/albums/{album}/enhance", headers=headers, json=body)
 
 
+def wait_for_batch(h: Harness, batch_id: str) -> None:
+    wait_until(lambda: batch_row(h.engine, batch_id).status == "COMPLETED")
+
+
 def finished_batch(h: Harness, images: int = 2) -> tuple:
     user, album, image_ids = make_album_with_images(h.engine, h.storage, images)
     response = enhance(h, album, user.headers, {"tier": "TIER_1K"})
@@ -326,8 +330,7 @@ def test_results_zip_holds_the_newest_result_of_each_image(direct_harness: Harne
     assert upload.status_code == 201
     assert h.http.get(f"/api/albums/{album}/results.zip", headers=user.headers).status_code == 404
     for tier in ("TIER_1K", "TIER_2K"):
-        body = enhance(h, album, user.headers, {"tier": tier}).json()
-        wait_until(lambda body=body: batch_row(h.engine, body["batchId"]).status == "COMPLETED")
+        wait_for_batch(h, enhance(h, album, user.headers, {"tier": tier}).json()["batchId"])
     response = h.http.get(f"/api/albums/{album}/results.zip", headers=user.headers)
     assert response.status_code == 200 and response.headers["content-type"] == "application/zip"
     assert "attachment" in response.headers["content-disposition"]
