@@ -1,5 +1,6 @@
 """A real headless Chromium (the system's, driven through the system's chromedriver) and small page helpers."""
 
+import io
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -7,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image as PILImage
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -85,7 +87,9 @@ def text_of(driver: WebDriver, element_id: str) -> str:
 
 
 def screenshot(driver: WebDriver, name: str) -> None:
-    """Save a screenshot for the docs when SCREENSHOT_DIR is set."""
-    if BROWSER_ENV.screenshot_dir is not None:
-        BROWSER_ENV.screenshot_dir.mkdir(parents=True, exist_ok=True)
-        driver.save_screenshot(str(BROWSER_ENV.screenshot_dir / name))
+    """Save a screenshot for the docs when SCREENSHOT_DIR is set (a .jpg name for photo-heavy pages: smaller)."""
+    if BROWSER_ENV.screenshot_dir is None:
+        return
+    BROWSER_ENV.screenshot_dir.mkdir(parents=True, exist_ok=True)
+    with PILImage.open(io.BytesIO(driver.get_screenshot_as_png())) as image:
+        image.convert("RGB").save(BROWSER_ENV.screenshot_dir / name, quality=85, optimize=True)
