@@ -130,7 +130,11 @@ def refuse_busy_ports(ports: dict[str, tuple[str, int]]) -> None:
 
 
 async def _serve(settings: Settings, with_worker: bool) -> None:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port))
+    # Open event streams last as long as their batch: give them a few seconds, then stop anyway on Ctrl+C.
+    config = uvicorn.Config(
+        create_app(settings), host=settings.api_host, port=settings.api_port, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
     tasks = [asyncio.create_task(server.serve())]
     if with_worker:
         tasks.append(asyncio.create_task(run_worker(settings)))

@@ -25,12 +25,24 @@ stream with `fetch()`, so the key never goes into a URL).
 """
 
 
+# One event of the stream (OpenAPI 3.1 describes a text/event-stream by the schema of each event).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data", "id"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job", "batch", "end"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "description": "Send it back as Last-Event-ID to resume after this event"},
+    },
+}
+
+
 @router.get(
     "/{batchId}/events",
     response_class=StreamingResponse,
     description=EVENTS_DESCRIPTION,
     responses={
-        200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}, "description": "The event stream"},
+        200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}}, "description": "The event stream"},
         401: {"model": ErrorOut},
         404: {"model": ErrorOut},
     },

@@ -29,7 +29,7 @@ from schemathesis.specs.openapi.checks import (
 from db.models import Tier
 from tests.conftest import Harness, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, batch_row
-from tests.factories import jpeg_bytes, make_album, make_image, make_pending_job, make_user
+from tests.factories import jpeg_bytes, make_album, make_image, make_images, make_pending_job, make_user
 from tests.reliability.test_authorization import declared_api_operations
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -46,14 +46,17 @@ def label(operation: APIOperation) -> str:
 @dataclass
 class Owned:
     """The fuzzing user's key and real ids, by path parameter name (uploads get an album of their own, so the
-    enhance album stays under the batch size limit)."""
+    enhance album stays under the batch size limit; deletes get their own, so the other operations keep theirs)."""
 
     user_id: str
     api_key: str
     ids: dict[str, list[str]]
     upload_album: str
+    disposable: dict[str, list[str]]
 
     def real_ids(self, operation: APIOperation | None, name: str) -> list[str]:
+        if operation is not None and operation.method.upper() == "DELETE":
+            return self.disposable.get(name, [])
         if name == "albumId" and operation is not None and operation.path.endswith("/images"):
             return [self.upload_album]
         return self.ids.get(name, [])
@@ -96,6 +99,8 @@ def seed_owned_resources(h: Harness) -> Owned:
     other_image = make_image(h.engine, h.storage, album, sort_order=1)
     pending_job = make_pending_job(h.engine, user, album, other_image, Tier.TIER_2K)
     pending_batch = h.http.get(f"/api/jobs/{pending_job}", headers=user.headers).json()["batchId"]
+    # Separate albums: deleting the album must not take the images meant for the image deletes with it.
+    album_to_delete, images_to_delete = make_album(h.engine, user, "To delete"), make_album(h.engine, user, "Trim")
     return Owned(
         user.id,
         user.api_key,
@@ -106,6 +111,10 @@ def seed_owned_resources(h: Harness) -> Owned:
             "batchId": [pending_batch, done_batch],
         },
         upload_album=make_album(h.engine, user, "Uploads"),
+        disposable={
+            "albumId": [album_to_delete],
+            "imageId": make_images(h.engine, h.storage, images_to_delete, 3),
+        },
     )
 
 
