@@ -12,7 +12,8 @@ from PIL import Image as PILImage
 from sqlmodel import Session
 
 from db.models import Album, Batch, BatchStatus, EnhancementJob, Image, JobStatus, LedgerType, Tier
-from tests.conftest import Harness, wait_until
+from storage.local import LocalStorage
+from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, ledger_entries
 from tests.factories import (
     make_album,
@@ -120,6 +121,31 @@ def test_last_event_id_resumes_with_only_what_changed(direct_harness: Harness) -
     # A garbled id is treated as knowing nothing: the whole state again.
     garbled = read_events(h, batch_id, {**user.headers, "Last-Event-ID": "nonsense"})
     assert [e.name for e in garbled] == ["job", "job", "batch", "end"]
+
+
+def test_a_live_stream_sends_keepalives_then_each_change_as_it_happens(db_url: str, storage: LocalStorage) -> None:
+    settings = make_settings(db_url, storage, events_poll_seconds=0.05, events_keepalive_seconds=0.2)
+    engine = engine_for(db_url)
+    user, album, [image] = make_album_with_images(engine, storage, 1)
+    job_id = make_pending_job(engine, user, album, image, Tier.TIER_1K)
+    with LiveServer(settings) as api, Session(engine) as session:
+        job = session.get_one(EnhancementJob, job_id)
+        url = f"/api/batches/{job.batch_id}/events"
+        with api.http.stream("GET", url, headers=user.headers) as response:
+            lines = response.iter_lines()
+            assert next(line for line in lines if line.startswith("event:")) == "event: job"
+            assert next(line for line in lines if line.startswith("event:")) == "event: batch"
+            # Nothing changes: the stream stays open and says so.
+            assert next(line for line in lines if line.startswith(":")) == ": keep-alive"
+            job.status = JobStatus.COMPLETED
+            session.add(job)
+            session.commit()
+            assert '"status":"COMPLETED"' in next(line for line in lines if line.startswith("data:"))
+            session.get_one(Batch, job.batch_id).status = BatchStatus.COMPLETED
+            session.commit()
+            rest = [line for line in lines if line.startswith("event:")]
+    # The counts after the job's change, the batch's new status, then the end.
+    assert rest == ["event: batch", "event: batch", "event: end"]
 
 
 def test_events_of_another_users_batch_are_404(direct_harness: Harness) -> None:
