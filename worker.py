@@ -3,6 +3,7 @@
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -27,6 +28,9 @@ def build_worker(
         activities=activities.all(),
         activity_executor=executor,
         max_concurrent_activities=settings.image_workers,
+        # Every heartbeat reaches the server, so a cancel reaches an image in progress within about an interval.
+        max_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
+        default_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
     )
 
 
@@ -34,7 +38,12 @@ async def run_worker(settings: Settings) -> None:
     """Run a worker and the reconciler until cancelled."""
     engine = make_engine(settings.database_url)
     init_db(engine)
-    activities = BatchActivities(engine, LocalStorage(settings.storage_dir), settings.max_image_pixels)
+    activities = BatchActivities(
+        engine,
+        LocalStorage(settings.storage_dir),
+        settings.max_image_pixels,
+        settings.activity_heartbeat_interval_seconds,
+    )
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
     with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:

@@ -1,35 +1,116 @@
-"""Activities of a batch: every side effect (database, storage, image processing) lives here."""
+"""Activities of a batch: every side effect (database, storage, image processing) lives here.
 
-from collections.abc import Callable
+The same methods run under Temporal (as registered activities) and in direct mode (called by the in-process
+driver); only the JobControl differs: how progress is reported and how a cancel reaches an image in progress.
+"""
+
+import contextvars
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
+from core.vocabulary import (
+    ACTIVE_BATCH_STATUSES,
+    INVALID_IMAGE_ERROR,
+    MISSING_ORIGINAL_ERROR,
+    TIERS,
+    Activity,
+    Tier,
+)
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from db.session import session_scope
 from imaging import InvalidImageError, enhance_image
-from imaging.enhance import TIER_SIZES
 from storage.local import LocalStorage, ObjectNotFound, enhanced_key
 from workflows.inputs import (
-    INVALID_IMAGE_ERROR,
-    MISSING_ORIGINAL_ERROR,
     CloseJobInput,
     CloseJobResult,
     FinishBatchInput,
     ProcessJobInput,
     ProcessJobResult,
+    SetBatchStatusInput,
 )
 
 
-def heartbeat() -> None:
-    """Heartbeat when running under Temporal; a no-op in direct mode."""
-    if activity.in_activity():
-        activity.heartbeat()
+class JobInterrupted(Exception):
+    """A cancel reached an image while it was being enhanced (direct mode; Temporal raises its CancelledError)."""
+
+
+class JobControl(Protocol):
+    """How an image in progress reports that it is alive and learns that it was cancelled."""
+
+    def checkpoint(self, details: str | None = None) -> None:
+        """Record progress; raise if the job was cancelled (the caller stops there, nothing committed)."""
+        ...
+
+    def working(self) -> Any:
+        """A context manager around the whole job (e.g. heartbeats in the background while it runs)."""
+        ...
+
+
+class TemporalJobControl:
+    """Heartbeats every `interval` seconds from a helper thread while the job runs, so the server sees it alive
+    however long a step takes and delivers a cancel promptly; checkpoints turn that cancel into CancelledError."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._details = "starting"
+
+    def checkpoint(self, details: str | None = None) -> None:
+        if details is not None:
+            self._details = details
+        if activity.is_cancelled():
+            raise CancelledError("Cancelled while enhancing")
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        stop = threading.Event()
+        context = contextvars.copy_context()  # the activity's context, so heartbeat() knows which activity
+
+        def beat() -> None:
+            while not stop.wait(self.interval):
+                activity.heartbeat(self._details)
+
+        ticker = threading.Thread(target=context.run, args=(beat,), name="heartbeat", daemon=True)
+        activity.heartbeat(self._details)
+        ticker.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            ticker.join()
+
+
+class DirectJobControl:
+    """In-process: a cancel is an event the driver sets; checkpoints raise JobInterrupted once it is set."""
+
+    def __init__(self, cancelled: threading.Event) -> None:
+        self.cancelled = cancelled
+
+    def checkpoint(self, details: str | None = None) -> None:
+        if self.cancelled.is_set():
+            raise JobInterrupted("Cancelled while enhancing")
+
+    @contextmanager
+    def working(self) -> Iterator[None]:
+        yield
+
+
+_current_control: contextvars.ContextVar[JobControl | None] = contextvars.ContextVar("job_control", default=None)
+
+
+def checkpoint(details: str | None = None) -> None:
+    """A point where the job in progress on this thread reports progress and stops if it was cancelled."""
+    control = _current_control.get()
+    if control is not None:
+        control.checkpoint(details)
 
 
 @dataclass(frozen=True)
@@ -42,37 +123,59 @@ class _Claim:
 class BatchActivities:
     """Holds the database engine and storage the activities use (injected, so tests can wrap them)."""
 
-    def __init__(self, engine: Engine, storage: LocalStorage, max_image_pixels: int) -> None:
+    def __init__(
+        self, engine: Engine, storage: LocalStorage, max_image_pixels: int, heartbeat_interval: float = 0.5
+    ) -> None:
         self.engine = engine
         self.storage = storage
         self.max_image_pixels = max_image_pixels
+        self.heartbeat_interval = heartbeat_interval
 
-    @activity.defn(name="process_enhancement_job")
+    # Cancellation is cooperative (checkpoints), never an exception thrown into the thread at an arbitrary point,
+    # which could land inside a database transaction.
+    @activity.defn(name=Activity.PROCESS_JOB, no_thread_cancel_exception=True)
     def process_job(self, inp: ProcessJobInput) -> ProcessJobResult:
-        """Mark the job PROCESSING, enhance its image, store the JPEG and mark it COMPLETED (idempotent)."""
-        claim = self._claim(inp.job_id)
+        """The Temporal activity: enhance_job with heartbeats and Temporal's cancellation."""
+        return self.enhance_job(inp, TemporalJobControl(self.heartbeat_interval))
+
+    def enhance_job(self, inp: ProcessJobInput, control: JobControl) -> ProcessJobResult:
+        """Mark the job PROCESSING, enhance its image, store the JPEG and mark it COMPLETED (idempotent).
+
+        A cancel noticed at a checkpoint leaves the job PROCESSING (the driver then closes and refunds it); once
+        the result is being stored there are no more checkpoints, so a job either completes or is refunded.
+        """
+        token = _current_control.set(control)
+        try:
+            with control.working():
+                return self._enhance(inp.job_id)
+        finally:
+            _current_control.reset(token)
+
+    def _enhance(self, job_id: str) -> ProcessJobResult:
+        claim = self._claim(job_id)
         if claim.status != JobStatus.PROCESSING:
-            return self._result_of(inp.job_id)
-        heartbeat()
+            return self._result_of(job_id)
+        checkpoint("reading the original")
         try:
             original = self.storage.get(claim.original_key)
         except ObjectNotFound as exc:
             raise ApplicationError(
                 "The original image is missing from storage", type=MISSING_ORIGINAL_ERROR, non_retryable=True
             ) from exc
+        checkpoint("enhancing")
         try:
-            enhanced = enhance_image(original, TIER_SIZES[claim.tier], self.max_image_pixels)
+            enhanced = enhance_image(original, TIERS[Tier(claim.tier)].long_side, self.max_image_pixels)
         except InvalidImageError as exc:
             raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
-        heartbeat()
-        key = enhanced_key(inp.job_id)
+        checkpoint("storing the result")  # the last point where a cancel stops this job
+        key = enhanced_key(job_id)
         self.storage.put(key, enhanced.data)
-        if not self._complete(inp.job_id, key, enhanced.width, enhanced.height, len(enhanced.data)):
+        if not self._complete(job_id, key, enhanced.width, enhanced.height, len(enhanced.data)):
             # Closed (cancelled or failed) while this attempt ran: its refund stands, so drop the file.
             self.storage.delete(key)
-        return self._result_of(inp.job_id)
+        return self._result_of(job_id)
 
-    @activity.defn(name="close_enhancement_job")
+    @activity.defn(name=Activity.CLOSE_JOB)
     def close_job(self, inp: CloseJobInput) -> CloseJobResult:
         """Close an unfinished job as FAILED or CANCELLED and refund its cost exactly once."""
         with session_scope(self.engine) as session:
@@ -80,16 +183,25 @@ class BatchActivities:
             status = session.get_one(EnhancementJob, inp.job_id).status
         return CloseJobResult(job_id=inp.job_id, status=status, tokens_refunded=refunded)
 
-    @activity.defn(name="finish_batch")
+    @activity.defn(name=Activity.SET_BATCH_STATUS)
+    def set_batch_status(self, inp: SetBatchStatusInput) -> None:
+        """Show a started batch as RUNNING or PAUSED (a finished batch keeps its final status)."""
+        if inp.status not in ACTIVE_BATCH_STATUSES:
+            raise ValueError(f"not a status of a started batch: {inp.status}")
+        with session_scope(self.engine) as session:
+            session.exec(
+                update(Batch)
+                .where(col(Batch.id) == inp.batch_id, col(Batch.status).in_(_UNFINISHED))
+                .values(status=BatchStatus(inp.status), started_at=func.coalesce(Batch.started_at, utcnow()))
+            )
+
+    @activity.defn(name=Activity.FINISH_BATCH)
     def finish_batch(self, inp: FinishBatchInput) -> None:
         """Record the final status of a batch."""
         with session_scope(self.engine) as session:
             session.exec(
                 update(Batch)
-                .where(
-                    col(Batch.id) == inp.batch_id,
-                    col(Batch.status).in_([BatchStatus.CHARGED, BatchStatus.RUNNING]),
-                )
+                .where(col(Batch.id) == inp.batch_id, col(Batch.status).in_(_UNFINISHED))
                 .values(status=BatchStatus(inp.status), finished_at=utcnow())
             )
 
@@ -136,4 +248,7 @@ class BatchActivities:
 
     def all(self) -> list[Callable[..., Any]]:
         """The activity callables to register on a worker."""
-        return [self.process_job, self.close_job, self.finish_batch]
+        return [self.process_job, self.close_job, self.set_batch_status, self.finish_batch]
+
+
+_UNFINISHED = (BatchStatus.CHARGED, *ACTIVE_BATCH_STATUSES)

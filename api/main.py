@@ -4,7 +4,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -18,10 +18,11 @@ from api.limits import BodySizeLimit
 from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
 from core.config import Settings, get_settings
 from db.session import init_db, make_engine
-from services.launcher import BatchLauncher, DirectLauncher, TemporalLauncher
+from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.local import LocalStorage
 from web import app as web
+from workflows.direct import DirectLauncher
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ async def _make_launcher(
     settings: Settings, activities: BatchActivities, executor: ThreadPoolExecutor
 ) -> BatchLauncher:
     if settings.execution_mode == "direct":
-        return DirectLauncher(activities, executor)
+        return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
     # Lazy: the API starts (and refunds failed starts) even while Temporal is unreachable.
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
@@ -60,19 +61,29 @@ def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the application for the given settings (the environment's by default)."""
+def create_app(
+    settings: Settings | None = None,
+    wrap_launcher: Callable[[BatchLauncher], BatchLauncher] | None = None,
+    storage: LocalStorage | None = None,
+) -> FastAPI:
+    """Build the application for the given settings (the environment's by default). `wrap_launcher` decorates the
+    batch launcher (e.g. a double that holds starts); `storage` replaces the one the settings name."""
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = make_engine(settings.database_url)
         init_db(engine)
-        storage = LocalStorage(settings.storage_dir)
+        store = storage if storage is not None else LocalStorage(settings.storage_dir)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
-        activities = BatchActivities(engine, storage, settings.max_image_pixels)
-        app.state.settings, app.state.engine, app.state.storage = settings, engine, storage
-        app.state.launcher = launcher = await _make_launcher(settings, activities, executor)
+        activities = BatchActivities(
+            engine, store, settings.max_image_pixels, settings.activity_heartbeat_interval_seconds
+        )
+        app.state.settings, app.state.engine, app.state.storage = settings, engine, store
+        launcher = await _make_launcher(settings, activities, executor)
+        if wrap_launcher is not None:
+            launcher = wrap_launcher(launcher)
+        app.state.launcher = launcher
         reconciler = None
         if settings.execution_mode == "direct":
             reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))

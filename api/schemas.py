@@ -6,9 +6,12 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-TierName = Literal["TIER_1K", "TIER_2K", "TIER_4K"]
-JobStatusName = Literal["PENDING", "PROCESSING", "COMPLETED", "FAILED", "CANCELLED"]
-BatchStatusName = Literal["CHARGED", "RUNNING", "COMPLETED", "CANCELLED", "FAILED"]
+from core.vocabulary import BatchStatus, JobStatus, Tier
+
+# The vocabulary's enums, so the OpenAPI lists exactly the values the service knows.
+TierName = Tier
+JobStatusName = JobStatus
+BatchStatusName = BatchStatus
 
 
 class ApiModel(BaseModel):
@@ -167,6 +170,8 @@ class BatchOut(ApiModel):
     jobs: list[JobOut]
 
 
-class CancelOut(ApiModel):
+class BatchCommandOut(ApiModel):
+    """The batch's status right after a cancel, pause or resume was accepted."""
+
     batch_id: str
     status: BatchStatusName

@@ -7,8 +7,6 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SEARCH_ATTRIBUTES = ("AlbumId", "UserId", "EnhancementTier", "BatchStatus")
-
 
 class Settings(BaseSettings):
     """Service configuration; every field maps to an upper-case environment variable."""
@@ -40,6 +38,10 @@ class Settings(BaseSettings):
     activity_max_retry_seconds: float = 30.0
     activity_heartbeat_timeout_seconds: float = 10.0
     activity_start_to_close_seconds: float = 300.0
+    # How often an image in progress heartbeats (and so how soon it notices a cancel); the worker sends every one.
+    activity_heartbeat_interval_seconds: float = Field(default=0.5, gt=0)
+    # Direct mode: how often a running batch reads its row for commands sent to another API process.
+    direct_poll_interval_seconds: float = Field(default=0.5, gt=0)
 
     reconcile_interval_seconds: float = 60.0
     reconcile_grace_seconds: float = 30.0
@@ -49,9 +51,6 @@ class Settings(BaseSettings):
     rate_limit_requests: int = 5
     rate_limit_window_seconds: int = 60
     idempotency_ttl_seconds: int = 24 * 3600
-
-    # Widens the gap between the charge commit and the workflow start so crash tests can hit it.
-    debug_delay_before_start_seconds: float = 0.0
 
     # The web app and the API it uses: how often the event stream looks at the database, how often it sends a
     # keep-alive comment (proxies drop idle streams), and the thumbnails' longer side.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from temporalio.common import SearchAttributeKey
 
-from core.config import SEARCH_ATTRIBUTES
+from core.vocabulary import SearchAttribute
 
 
 def temporal_binary() -> str:
@@ -25,7 +25,7 @@ def temporal_binary() -> str:
 
 def search_attribute_keys() -> list[SearchAttributeKey[str]]:
     """The batch's custom search attributes, all keywords."""
-    return [SearchAttributeKey.for_keyword(name) for name in SEARCH_ATTRIBUTES]
+    return [SearchAttributeKey.for_keyword(name) for name in SearchAttribute]
 
 
 def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str) -> list[str]:
@@ -45,7 +45,7 @@ def dev_server_command(db_file: Path, port: int, ui_port: int, namespace: str) -
         "--log-level",
         "error",
     ]
-    for name in SEARCH_ATTRIBUTES:
+    for name in SearchAttribute:
         command += ["--search-attribute", f"{name}=Keyword"]
     return command
 

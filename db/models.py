@@ -9,6 +9,12 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
+# Re-exported for the callers that think in tables; defined once in core.vocabulary.
+from core.vocabulary import IN_FLIGHT_STATUSES as IN_FLIGHT_STATUSES
+from core.vocabulary import BatchStatus as BatchStatus
+from core.vocabulary import JobStatus as JobStatus
+from core.vocabulary import Tier as Tier
+
 
 def utcnow() -> datetime:
     """Return the current time as an aware UTC datetime."""
@@ -42,34 +48,6 @@ def timestamp_field(nullable: bool = False) -> Any:
     if nullable:
         return Field(default=None, sa_type=UTCDateTime, nullable=True)
     return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
-
-
-class Tier(StrEnum):
-    TIER_1K = "TIER_1K"
-    TIER_2K = "TIER_2K"
-    TIER_4K = "TIER_4K"
-
-
-TIER_COSTS: dict[Tier, int] = {Tier.TIER_1K: 2, Tier.TIER_2K: 5, Tier.TIER_4K: 10}
-
-
-class JobStatus(StrEnum):
-    PENDING = "PENDING"
-    PROCESSING = "PROCESSING"
-    COMPLETED = "COMPLETED"
-    FAILED = "FAILED"
-    CANCELLED = "CANCELLED"
-
-
-IN_FLIGHT_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
-
-
-class BatchStatus(StrEnum):
-    CHARGED = "CHARGED"  # committed and paid for; the workflow is not known to have started
-    RUNNING = "RUNNING"
-    COMPLETED = "COMPLETED"
-    CANCELLED = "CANCELLED"
-    FAILED = "FAILED"
 
 
 class LedgerType(StrEnum):

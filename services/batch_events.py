@@ -13,11 +13,9 @@ import anyio
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from db.models import Batch, BatchStatus, JobStatus
+from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES, JobStatus
+from db.models import Batch
 from services.batches import jobs_of
-
-FINAL_BATCH_STATUSES = frozenset({BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.FAILED})
-_FINAL_JOB_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 # One letter per status keeps the id short; "-" is a state the client has not been told yet.
 _BATCH_CODES = {"CHARGED": "H", "RUNNING": "R", "PAUSED": "P", "COMPLETED": "C", "CANCELLED": "X", "FAILED": "F"}
@@ -56,7 +54,7 @@ class BatchSnapshot:
     @property
     def finished(self) -> bool:
         """The batch ended and no job can change any more: the stream may close."""
-        return self.status in FINAL_BATCH_STATUSES and all(job.status in _FINAL_JOB_STATUSES for job in self.jobs)
+        return self.status in FINAL_BATCH_STATUSES and not any(job.status in IN_FLIGHT_STATUSES for job in self.jobs)
 
     def as_event(self) -> dict[str, object]:
         count = {status: sum(1 for job in self.jobs if job.status == status) for status in JobStatus}

@@ -11,8 +11,8 @@ from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from core.errors import Conflict
-from db.models import IN_FLIGHT_STATUSES, Album, Batch, EnhancementJob, Image
-from services.batch_events import FINAL_BATCH_STATUSES
+from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES
+from db.models import Album, Batch, EnhancementJob, Image
 from services.enhance import lock_album
 from services.thumbnails import thumbnail_key
 

@@ -8,10 +8,10 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from core.errors import InvalidRequest, NotFound
+from core.vocabulary import TIERS
 from db import ledger
 from db.models import (
     IN_FLIGHT_STATUSES,
-    TIER_COSTS,
     Album,
     Batch,
     EnhancementJob,
@@ -107,7 +107,7 @@ def plan_and_charge(
             toEnhance=len(to_enhance),
             maxBatchSize=max_batch_size,
         )
-    cost_each = TIER_COSTS[tier]
+    cost_each = TIERS[tier].cost
     total_cost = cost_each * len(to_enhance)
     batch_id = new_batch_id(session, album_id)
     new_balance = ledger.consume(session, user_id, total_cost, batch_id, len(to_enhance))

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from core.config import Settings
+from core.vocabulary import ACTIVE_BATCH_STATUSES
 from db.models import Batch, BatchStatus, utcnow
 from db.session import session_scope
 from services.batches import batch_input, close_unstarted, mark_started
@@ -33,7 +34,7 @@ def _stranded_batches(engine: Engine, settings: Settings, resume_running_direct:
         if resume_running_direct:
             # Direct batches live in their API process: after a restart nothing else runs them.
             running = select(Batch).where(
-                col(Batch.status) == BatchStatus.RUNNING, col(Batch.execution_mode) == "direct"
+                col(Batch.status).in_(ACTIVE_BATCH_STATUSES), col(Batch.execution_mode) == "direct"
             )
             batches += list(session.exec(running))
         return [batch_input(session, batch, settings) for batch in batches]

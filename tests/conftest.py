@@ -26,6 +26,7 @@ from api.main import create_app
 from core.config import Settings
 from core.temporal_dev import search_attribute_keys, temporal_binary
 from db.session import init_db, make_engine
+from services.launcher import BatchLauncher
 from storage.local import LocalStorage
 from worker import build_worker
 
@@ -130,12 +131,18 @@ def make_settings(database_url: str, storage: LocalStorage, **overrides: object)
     return Settings(**values)  # type: ignore[arg-type]
 
 
+LauncherWrapper = Callable[[BatchLauncher], BatchLauncher]
+
+
 class LiveServer:
     """The real API over real HTTP on a free port, served from a thread."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, wrap_launcher: LauncherWrapper | None = None, storage: LocalStorage | None = None
+    ) -> None:
         self.settings = settings
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning")
+        app = create_app(settings, wrap_launcher, storage)
+        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -198,20 +205,46 @@ def temporal_address(client: Client) -> str:
     return client.service_client.config.target_host
 
 
-@contextlib.asynccontextmanager
-async def temporal_stack(
-    client: Client, db_url: str, storage: LocalStorage, **overrides: object
-) -> AsyncIterator[Harness]:
-    """The API in Temporal mode plus a worker on a task queue of its own, over the given storage."""
+@contextlib.contextmanager
+def temporal_api(
+    client: Client,
+    db_url: str,
+    storage: LocalStorage,
+    wrap_launcher: LauncherWrapper | None = None,
+    **overrides: object,
+) -> Iterator[Harness]:
+    """The API in Temporal mode on a task queue of its own, with no worker yet (see temporal_worker)."""
     settings = make_settings(
         db_url, storage, execution_mode="temporal", temporal_address=temporal_address(client), **overrides
     )
-    engine = engine_for(db_url)
-    activities = BatchActivities(engine, storage, settings.max_image_pixels)
-    with ThreadPoolExecutor(max_workers=settings.image_workers) as executor:
-        async with build_worker(client, settings, activities, executor):
-            with LiveServer(settings) as api:
-                yield Harness(settings, engine, storage, api, client)
+    with LiveServer(settings, wrap_launcher) as api:
+        yield Harness(settings, engine_for(db_url), storage, api, client)
+
+
+@contextlib.asynccontextmanager
+async def temporal_worker(h: Harness) -> AsyncIterator[None]:
+    """A worker serving the harness's task queue, with the harness's storage."""
+    assert h.temporal is not None
+    activities = BatchActivities(
+        h.engine, h.storage, h.settings.max_image_pixels, h.settings.activity_heartbeat_interval_seconds
+    )
+    with ThreadPoolExecutor(max_workers=h.settings.image_workers) as executor:
+        async with build_worker(h.temporal, h.settings, activities, executor):
+            yield
+
+
+@contextlib.asynccontextmanager
+async def temporal_stack(
+    client: Client,
+    db_url: str,
+    storage: LocalStorage,
+    wrap_launcher: LauncherWrapper | None = None,
+    **overrides: object,
+) -> AsyncIterator[Harness]:
+    """The API in Temporal mode plus a worker on a task queue of its own, over the given storage."""
+    with temporal_api(client, db_url, storage, wrap_launcher, **overrides) as harness:
+        async with temporal_worker(harness):
+            yield harness
 
 
 @pytest_asyncio.fixture(loop_scope="session")

@@ -3,12 +3,12 @@
 import threading
 from pathlib import Path
 
-from activities.batch import heartbeat
+from activities.batch import checkpoint
 from storage.local import LocalStorage
 
 
 class GatedStorage(LocalStorage):
-    """Blocks reads of chosen originals until released, heartbeating so cancellation still arrives."""
+    """Blocks reads of chosen originals until released; the held image stays cancellable at every checkpoint."""
 
     def __init__(self, root: Path) -> None:
         super().__init__(root)
@@ -23,7 +23,7 @@ class GatedStorage(LocalStorage):
         if key in self.gated:
             self.waiting.set()
             while not self.release.wait(0.05):
-                heartbeat()
+                checkpoint()  # a cancel reaches the held image as it would reach one being enhanced
         return super().get(key)
 
 

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from core.config import Settings
-from db.models import TIER_COSTS
+from core.vocabulary import TIERS
 
 STATIC_DIR = Path(__file__).parent / "static"
 # Swagger UI's own files, shipped inside the fastapi-offline wheel: /docs needs no network.
@@ -28,7 +28,7 @@ def page(settings: Settings) -> str:
     """The single page, with the limits it must know (costs, batch size) filled in from the settings."""
     limits = {
         "maxBatchSize": settings.max_batch_size,
-        "tierCosts": {tier.value: cost for tier, cost in TIER_COSTS.items()},
+        "tierCosts": {tier.value: spec.cost for tier, spec in TIERS.items()},
         "maxUploadBytes": settings.max_upload_bytes,
     }
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")

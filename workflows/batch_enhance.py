@@ -1,17 +1,28 @@
-"""BatchEnhanceWorkflow: enhances a batch's images one after another, refunding what fails or is cancelled."""
+"""BatchEnhanceWorkflow: the Temporal driver of a batch. The decisions are BatchPolicy's; this class only turns its
+steps into activities, signals into policy commands, and a workflow cancel into a policy cancel."""
 
 import asyncio
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 from temporalio.exceptions import ActivityError, is_cancelled_exception
-from temporalio.workflow import ActivityCancellationType
+from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from workflows.inputs import (
+    from core.vocabulary import (
         INVALID_IMAGE_ERROR,
         MISSING_ORIGINAL_ERROR,
+        PROGRESS_QUERY,
+        Activity,
+        BatchStatus,
+        JobStatus,
+        SearchAttribute,
+        Signal,
+    )
+    from workflows.inputs import (
         BatchEnhanceInput,
         BatchProgress,
         BatchResult,
@@ -20,143 +31,151 @@ with workflow.unsafe.imports_passed_through():
         FinishBatchInput,
         ProcessJobInput,
         ProcessJobResult,
+        SetBatchStatusInput,
+    )
+    from workflows.policy import (
+        BatchPolicy,
+        Close,
+        Enhanced,
+        Failed,
+        Interrupted,
+        JobRef,
+        Outcome,
+        run_batch,
     )
 
-BATCH_STATUS = SearchAttributeKey.for_keyword("BatchStatus")
-PROCESS_JOB = "process_enhancement_job"
-CLOSE_JOB = "close_enhancement_job"
-FINISH_BATCH = "finish_batch"
+BATCH_STATUS = SearchAttributeKey.for_keyword(SearchAttribute.BATCH_STATUS)
 
 # Bookkeeping activities touch only the database: retry them until they succeed.
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+BOOKKEEPING_TIMEOUT = timedelta(seconds=60)
 
 
 @workflow.defn
 class BatchEnhanceWorkflow:
-    """Orchestration only: every side effect is an activity."""
+    """Orchestration only: every side effect is an activity, every decision is the policy's."""
 
-    def __init__(self) -> None:
-        self._progress = BatchProgress(batch_id="", total=0)
-        self._paused = False
-        self._cancel_signalled = False
+    @workflow.init
+    def __init__(self, inp: BatchEnhanceInput) -> None:
+        # Built from the input here, not in run: a signal sent with or right after the start may be handled first.
+        self._inp = inp
+        self._policy = BatchPolicy.for_input(inp)
+        self._progress = self._policy.snapshot()
+        self._enhancing: ActivityHandle[ProcessJobResult] | None = None
 
     @workflow.run
     async def run(self, inp: BatchEnhanceInput) -> BatchResult:
-        self._progress = BatchProgress(batch_id=inp.batch_id, total=len(inp.job_ids), pending=len(inp.job_ids))
-        self._set_status("RUNNING")
-        unprocessed = list(zip(inp.job_ids, inp.image_ids, strict=True))
-        try:
-            while unprocessed:
-                await workflow.wait_condition(lambda: not self._paused or self._cancel_signalled)
-                if self._cancel_signalled:
-                    break
-                job_id, image_id = unprocessed[0]
-                await self._process(inp, job_id, image_id)
-                unprocessed.pop(0)
-        except BaseException as err:
-            if not is_cancelled_exception(err):
-                raise
-            # Shielded so a second cancel cannot cut the refunds short.
-            await asyncio.shield(asyncio.ensure_future(self._cancel_all(unprocessed, "Batch cancelled")))
-            raise
-        if unprocessed:
-            await self._cancel_all(unprocessed, "Batch cancelled by signal")
-            return self._result(inp.batch_id, "CANCELLED")
-        await self._finish(inp.batch_id, "COMPLETED")
-        return self._result(inp.batch_id, "COMPLETED")
+        batch = asyncio.ensure_future(run_batch(self._policy, self))
+        workflow_cancel: BaseException | None = None
+        while True:
+            try:
+                # Shielded: a workflow cancel becomes a policy cancel, and the batch still closes its books.
+                result = await asyncio.shield(batch)
+                break
+            except asyncio.CancelledError as err:
+                if batch.done():
+                    raise
+                workflow_cancel = err
+                self._cancel()
+        if workflow_cancel is not None:
+            raise workflow_cancel  # the execution ends CANCELED, its refunds done
+        return result
 
-    async def _process(self, inp: BatchEnhanceInput, job_id: str, image_id: str) -> None:
-        self._progress.current_job_id, self._progress.current_image_id = job_id, image_id
-        workflow.set_current_details(f"Enhancing image {image_id} (job {job_id})")
+    # BatchDriver ---------------------------------------------------------------------------------------------------
+
+    async def enhance(self, job: JobRef) -> Outcome:
+        inp = self._inp
+        self._enhancing = workflow.start_activity(
+            Activity.PROCESS_JOB,
+            ProcessJobInput(job_id=job.job_id),
+            result_type=ProcessJobResult,
+            start_to_close_timeout=timedelta(seconds=inp.retry.start_to_close_seconds),
+            heartbeat_timeout=timedelta(seconds=inp.retry.heartbeat_timeout_seconds),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=inp.retry.initial_interval_seconds),
+                maximum_interval=timedelta(seconds=inp.retry.max_interval_seconds),
+                maximum_attempts=inp.retry.max_attempts,
+                non_retryable_error_types=[INVALID_IMAGE_ERROR, MISSING_ORIGINAL_ERROR],
+            ),
+            # A cancel waits for the activity to stop, so the job's fate (completed or not) is known when we close it.
+            cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+        )
         try:
-            outcome: ProcessJobResult = await workflow.execute_activity(
-                PROCESS_JOB,
-                ProcessJobInput(job_id=job_id),
-                result_type=ProcessJobResult,
-                start_to_close_timeout=timedelta(seconds=inp.retry.start_to_close_seconds),
-                heartbeat_timeout=timedelta(seconds=inp.retry.heartbeat_timeout_seconds),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=inp.retry.initial_interval_seconds),
-                    maximum_interval=timedelta(seconds=inp.retry.max_interval_seconds),
-                    maximum_attempts=inp.retry.max_attempts,
-                    non_retryable_error_types=[INVALID_IMAGE_ERROR, MISSING_ORIGINAL_ERROR],
-                ),
-                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-            )
+            outcome: ProcessJobResult = await self._enhancing
         except ActivityError as err:
             if is_cancelled_exception(err):
-                raise
-            await self._close(job_id, "FAILED", _failure_reason(err))
-        else:
-            self._count(outcome.status)
+                return Interrupted()
+            return Failed(_failure_reason(err))
+        except asyncio.CancelledError:
+            return Interrupted()  # cancelled before the activity was even scheduled
         finally:
-            self._progress.current_job_id = self._progress.current_image_id = None
+            self._enhancing = None
+        return Enhanced(JobStatus(outcome.status))
 
-    async def _cancel_all(self, unprocessed: list[tuple[str, str]], reason: str) -> None:
-        for job_id, _ in unprocessed:
-            await self._close(job_id, "CANCELLED", reason)
-        await self._finish(self._progress.batch_id, "CANCELLED")
-
-    async def _close(self, job_id: str, status: str, reason: str) -> None:
-        closed: CloseJobResult = await workflow.execute_activity(
-            CLOSE_JOB,
-            CloseJobInput(job_id=job_id, status=status, reason=reason),
+    async def close(self, step: Close) -> CloseJobResult:
+        return await workflow.execute_activity(
+            Activity.CLOSE_JOB,
+            CloseJobInput(job_id=step.job_id, status=step.status, reason=step.reason),
             result_type=CloseJobResult,
-            start_to_close_timeout=timedelta(seconds=60),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
         )
-        self._progress.tokens_refunded += closed.tokens_refunded
-        self._count(closed.status)
 
-    async def _finish(self, batch_id: str, status: str) -> None:
+    async def show_status(self, status: BatchStatus) -> None:
         await workflow.execute_activity(
-            FINISH_BATCH,
-            FinishBatchInput(batch_id=batch_id, status=status),
-            start_to_close_timeout=timedelta(seconds=60),
+            Activity.SET_BATCH_STATUS,
+            SetBatchStatusInput(batch_id=self._inp.batch_id, status=status),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
         )
-        self._set_status(status)
-
-    def _count(self, status: str) -> None:
-        progress = self._progress
-        if status == "COMPLETED":
-            progress.completed += 1
-        elif status == "FAILED":
-            progress.failed += 1
-        elif status == "CANCELLED":
-            progress.cancelled += 1
-        progress.pending = progress.total - progress.completed - progress.failed - progress.cancelled
-
-    def _set_status(self, status: str) -> None:
         workflow.upsert_search_attributes([BATCH_STATUS.value_set(status)])
 
-    def _result(self, batch_id: str, status: str) -> BatchResult:
-        p = self._progress
-        return BatchResult(batch_id, status, p.completed, p.failed, p.cancelled, p.tokens_refunded)
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        await workflow.wait_condition(condition)
 
-    @workflow.signal
+    async def finish(self, status: BatchStatus) -> None:
+        await workflow.execute_activity(
+            Activity.FINISH_BATCH,
+            FinishBatchInput(batch_id=self._inp.batch_id, status=status),
+            start_to_close_timeout=BOOKKEEPING_TIMEOUT,
+            retry_policy=BOOKKEEPING_RETRY,
+        )
+        workflow.upsert_search_attributes([BATCH_STATUS.value_set(status)])
+
+    def report(self, policy: BatchPolicy) -> None:
+        self._progress = policy.snapshot()
+        workflow.set_current_details(self._progress.details)
+
+    # Signals and query ---------------------------------------------------------------------------------------------
+
+    @workflow.signal(name=Signal.PAUSE)
     def pause(self) -> None:
-        """Stop before the next image until resumed."""
-        if not self._paused:
-            self._paused = self._progress.paused = True
-            self._set_status("PAUSED")
+        """Hold before the next image until resumed."""
+        self._command(self._policy.pause)
 
-    @workflow.signal
+    @workflow.signal(name=Signal.RESUME)
     def resume(self) -> None:
         """Continue after a pause."""
-        if self._paused:
-            self._paused = self._progress.paused = False
-            self._set_status("RUNNING")
+        self._command(self._policy.resume)
 
-    @workflow.signal
+    @workflow.signal(name=Signal.CANCEL)
     def cancel(self) -> None:
-        """Finish the current image, then cancel and refund the rest."""
-        self._cancel_signalled = self._progress.cancel_requested = True
+        """Stop the image in progress at its next checkpoint, cancel and refund it and every remaining image."""
+        self._command(self._cancel)
 
-    @workflow.query
+    @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> BatchProgress:
-        """Counts, the image being enhanced and the tokens refunded so far."""
+        """Counts, status, the image being enhanced and the tokens refunded so far."""
         return self._progress
+
+    def _command(self, command: Callable[[], Any]) -> None:
+        command()
+        self._progress = self._policy.snapshot()
+
+    def _cancel(self) -> None:
+        self._policy.request_cancel()
+        if self._enhancing is not None:
+            self._enhancing.cancel()
 
 
 def _failure_reason(err: ActivityError) -> str:

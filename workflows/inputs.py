@@ -63,6 +63,14 @@ class FinishBatchInput:
     status: str
 
 
+@dataclass(frozen=True)
+class SetBatchStatusInput:
+    """Move a started batch between RUNNING and PAUSED."""
+
+    batch_id: str
+    status: str
+
+
 @dataclass
 class BatchProgress:
     """Answer of the `progress` query."""
@@ -78,6 +86,8 @@ class BatchProgress:
     current_job_id: str | None = None
     current_image_id: str | None = None
     tokens_refunded: int = 0
+    status: str = "RUNNING"
+    details: str = ""
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,3 @@ class BatchResult:
     failed: int
     cancelled: int
     tokens_refunded: int
-
-
-INVALID_IMAGE_ERROR = "InvalidImage"
-MISSING_ORIGINAL_ERROR = "MissingOriginal"

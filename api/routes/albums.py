@@ -1,12 +1,11 @@
 """Albums: create, list, read, upload images, and enhance (the contract's endpoint)."""
 
 import logging
-import time
 from collections import defaultdict
 from typing import Annotated, Any
 
 import anyio.from_thread
-from fastapi import APIRouter, File, Header, Response, UploadFile, status
+from fastapi import APIRouter, File, Header, UploadFile, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func
 from sqlmodel import Session, col, select
@@ -26,20 +25,16 @@ from api.schemas import (
     ImageOut,
     UploadOut,
 )
-from core.config import Settings
-from core.errors import BatchStartFailed, InvalidRequest
-from db.models import Album, BatchStatus, EnhancementJob, Image, Tier
-from services import idempotency, rate_limit
-from services.batches import close_unstarted, input_for, mark_started
-from services.enhance import PlannedBatch, plan_and_charge
-from services.launcher import BatchLauncher
+from core.errors import InvalidRequest
+from db.models import Album, EnhancementJob, Image, Tier
+from services import idempotency
+from services.enhance import PlannedBatch
+from services.enhance_album import EnhanceAlbum
+from services.enhance_album import enhance_album as enhance_album_use_case
 from services.uploads import check_upload, store_uploads
-from workflows.inputs import BatchEnhanceInput
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/albums", tags=["albums"])
-
-START_FAILED = "Failed to start enhancement workflow. Tokens have been refunded."
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
@@ -144,17 +139,19 @@ def upload_images(
     return UploadOut(images=[ImageOut.model_validate(image) for image in images])
 
 
-ENHANCE_BODY_SCHEMA = {
-    "requestBody": {
-        "required": True,
-        "content": {"application/json": {"schema": EnhanceRequest.model_json_schema(by_alias=True)}},
-    }
-}
+def _enhance_body_schema() -> dict[str, Any]:
+    # The body is parsed by hand (see api.deps.parse_enhance_request); its schema refers to the shared components.
+    schema = EnhanceRequest.model_json_schema(by_alias=True, ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-def _enhance_response(planned: PlannedBatch) -> EnhanceResponse:
+ENHANCE_BODY_SCHEMA = _enhance_body_schema()
+
+
+def _enhance_response(planned: PlannedBatch) -> dict[str, Any]:
     batch_id = planned.batch.id if planned.batch is not None else None
-    return EnhanceResponse(
+    response = EnhanceResponse(
         success=True,
         total_images=planned.total_images,
         skipped=planned.skipped,
@@ -166,6 +163,7 @@ def _enhance_response(planned: PlannedBatch) -> EnhanceResponse:
         ],
         batch_id=batch_id,
     )
+    return response.model_dump(mode="json", by_alias=True)
 
 
 @router.post(
@@ -181,63 +179,19 @@ def enhance_album(
     session: SessionDep,
     settings: SettingsDep,
     launcher: LauncherDep,
-    response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
 ) -> Any:
     """Charge for and start the enhancement of an album's images (see the API contract)."""
-    key = idempotency.validate_key(idempotency_key) if idempotency_key is not None else None
-    if key is not None:
-        fingerprint = idempotency.request_fingerprint(album.id, body.model_dump())
-        stored = idempotency.claim(session, user.id, key, fingerprint, settings.idempotency_ttl_seconds)
-        if stored is not None:
-            return JSONResponse(stored.body, status_code=stored.status_code, headers={"Idempotent-Replayed": "true"})
-    try:
-        if settings.rate_limit_enabled:
-            limits = rate_limit.hit(
-                session, user.id, "enhance", settings.rate_limit_requests, settings.rate_limit_window_seconds
-            )
-            session.commit()
-            response.headers.update(limits.headers())
-        planned = plan_and_charge(
-            session,
-            user_id=user.id,
-            album_id=album.id,
-            tier=Tier(body.tier),
-            skip_already_enhanced=body.skip_already_enhanced,
-            max_batch_size=settings.max_batch_size,
-            execution_mode=settings.execution_mode,
-            image_ids=body.image_ids,
-        )
-        result = _enhance_response(planned)
-        if key is not None:
-            idempotency.record_response(session, user.id, key, 200, result.model_dump(mode="json", by_alias=True))
-        session.commit()
-    except BaseException:
-        session.rollback()
-        if key is not None:
-            idempotency.release(session, user.id, key)
-            session.commit()
-        raise
-    if planned.batch is not None:
-        _start_batch(session, settings, launcher, input_for(planned.batch, planned.jobs, settings), key)
-    return result
-
-
-def _start_batch(
-    session: Session, settings: Settings, launcher: BatchLauncher, inp: BatchEnhanceInput, key: str | None
-) -> None:
-    """Start the charged batch; if that fails, refund it and answer the contract's 500."""
-    if settings.debug_delay_before_start_seconds:
-        time.sleep(settings.debug_delay_before_start_seconds)
-    batch_id = inp.batch_id
-    try:
-        anyio.from_thread.run(launcher.start, inp)
-    except Exception:
-        log.exception("could not start batch %s; refunding it", batch_id)
-        close_unstarted(session, batch_id, BatchStatus.FAILED, "The enhancement workflow could not be started")
-        if key is not None:
-            idempotency.record_response(session, inp.user_id, key, 500, {"error": START_FAILED})
-        session.commit()
-        raise BatchStartFailed(START_FAILED) from None
-    mark_started(session, batch_id)
-    session.commit()
+    command = EnhanceAlbum(
+        user_id=user.id,
+        album_id=album.id,
+        tier=Tier(body.tier),
+        skip_already_enhanced=body.skip_already_enhanced,
+        image_ids=tuple(body.image_ids) if body.image_ids is not None else None,
+        idempotency_key=idempotency.validate_key(idempotency_key) if idempotency_key is not None else None,
+    )
+    answer = enhance_album_use_case(
+        session, settings, lambda inp: anyio.from_thread.run(launcher.start, inp), _enhance_response, command
+    )
+    headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if answer.replayed else {})}
+    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)

@@ -1,25 +1,26 @@
-"""Batches: status from the database, and cancellation."""
+"""Batches: status from the database, and the owner's commands (cancel, pause, resume)."""
 
 import logging
+from typing import Any
 
 import anyio.from_thread
 from fastapi import APIRouter, status
-from sqlalchemy import update
-from sqlmodel import col
 
 from api.deps import LauncherDep, OwnedBatch, SessionDep
-from api.schemas import BatchOut, CancelOut, ErrorOut, JobOut
-from core.errors import Conflict, ServiceUnavailable
-from db.models import Batch, BatchStatus, JobStatus
-from services.batches import close_unstarted, jobs_of
+from api.schemas import BatchCommandOut, BatchOut, ErrorOut, JobOut
+from db.models import JobStatus
+from services import batch_commands
+from services.batches import jobs_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/batches", tags=["batches"])
 
+COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 404, 409, 503)}
+
 
 @router.get("/{batchId}", response_model=BatchOut, responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}})
 def read_batch(batch: OwnedBatch, session: SessionDep) -> BatchOut:
-    """A batch's status and counts, with its jobs."""
+    """A batch's status (CHARGED, RUNNING, PAUSED, COMPLETED, CANCELLED or FAILED) and counts, with its jobs."""
     jobs = jobs_of(session, batch.id)
     count = {s: sum(1 for job in jobs if job.status == s) for s in JobStatus}
     return BatchOut(
@@ -40,27 +41,28 @@ def read_batch(batch: OwnedBatch, session: SessionDep) -> BatchOut:
 
 
 @router.post(
-    "/{batchId}/cancel",
-    response_model=CancelOut,
-    status_code=status.HTTP_202_ACCEPTED,
-    responses={code: {"model": ErrorOut} for code in (401, 404, 409, 503)},
+    "/{batchId}/cancel", response_model=BatchCommandOut, status_code=status.HTTP_202_ACCEPTED, responses=COMMAND_ERRORS
 )
-def cancel_batch(batch: OwnedBatch, session: SessionDep, launcher: LauncherDep) -> CancelOut:
-    """Cancel a batch: images not yet enhanced are cancelled and refunded."""
-    if batch.status in (BatchStatus.COMPLETED, BatchStatus.FAILED):
-        raise Conflict(f"Batch already finished ({batch.status})")
-    if batch.status == BatchStatus.CANCELLED:
-        return CancelOut(batch_id=batch.id, status=batch.status)
-    session.exec(update(Batch).where(col(Batch.id) == batch.id).values(cancel_requested=True))
-    close_unstarted(session, batch.id, BatchStatus.CANCELLED, "Batch cancelled")
-    session.commit()
-    try:
-        # Also for a batch never marked started: its workflow may exist all the same.
-        anyio.from_thread.run(launcher.cancel, batch.id)
-    except Exception as exc:
-        session.refresh(batch)
-        if batch.status == BatchStatus.RUNNING:
-            log.warning("cancel request for batch %s was not delivered", batch.id, exc_info=True)
-            raise ServiceUnavailable("Could not reach the workflow engine; try again") from exc
-    session.refresh(batch)
-    return CancelOut(batch_id=batch.id, status=batch.status)
+def cancel_batch(batch: OwnedBatch, session: SessionDep, launcher: LauncherDep) -> BatchCommandOut:
+    """Cancel a batch at any moment: the image in progress stops at its next checkpoint; every image not enhanced
+    is cancelled and refunded, once. A finished batch answers 409; a cancelled one, 202 again."""
+    final = batch_commands.cancel(session, batch.id, lambda: anyio.from_thread.run(launcher.cancel, batch.id))
+    return BatchCommandOut(batch_id=batch.id, status=final)
+
+
+@router.post(
+    "/{batchId}/pause", response_model=BatchCommandOut, status_code=status.HTTP_202_ACCEPTED, responses=COMMAND_ERRORS
+)
+def pause_batch(batch: OwnedBatch, session: SessionDep, launcher: LauncherDep) -> BatchCommandOut:
+    """Hold a running batch before its next image (the image in progress finishes); the batch shows PAUSED."""
+    final = batch_commands.pause(session, batch.id, lambda: anyio.from_thread.run(launcher.pause, batch.id))
+    return BatchCommandOut(batch_id=batch.id, status=final)
+
+
+@router.post(
+    "/{batchId}/resume", response_model=BatchCommandOut, status_code=status.HTTP_202_ACCEPTED, responses=COMMAND_ERRORS
+)
+def resume_batch(batch: OwnedBatch, session: SessionDep, launcher: LauncherDep) -> BatchCommandOut:
+    """Continue a paused batch."""
+    final = batch_commands.resume(session, batch.id, lambda: anyio.from_thread.run(launcher.resume, batch.id))
+    return BatchCommandOut(batch_id=batch.id, status=final)

@@ -10,12 +10,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.batch import BatchActivities
+from core.vocabulary import INVALID_IMAGE_ERROR
 from db.models import EnhancementJob, JobStatus, Tier
 from storage.local import LocalStorage
 from tests.conftest import engine_for
 from tests.db_helpers import assert_balance_matches_ledger, balance, refunds_for_job
 from tests.factories import make_album, make_image, make_pending_job, make_user, photo_bytes
-from workflows.inputs import INVALID_IMAGE_ERROR, CloseJobInput, ProcessJobInput
+from workflows.inputs import CloseJobInput, ProcessJobInput
 
 
 @pytest.fixture

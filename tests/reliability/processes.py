@@ -150,6 +150,11 @@ class ProcessSet:
         """`album-enhance api`: the HTTP API alone."""
         return self.start("api", [sys.executable, "-m", "cli", "api"], env)
 
+    def delayed_api(self, env: Mapping[str, str], start_delay: float) -> ManagedProcess:
+        """The API with a launcher that waits `start_delay` seconds between the charge and the start."""
+        env = {**env, "START_DELAY_SECONDS": str(start_delay)}
+        return self.start("api", [sys.executable, "-m", "tests.reliability.delayed_api"], env)
+
     def close(self) -> None:
         for process in self.processes:
             if process.alive():

@@ -26,6 +26,7 @@ from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import ActivityEnvironment
 
 from activities.batch import BatchActivities
 from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, LedgerType, Tier, utcnow
@@ -135,8 +136,11 @@ class Stack:
     def with_settings(self, **settings: object) -> dict[str, str]:
         return {**self.env, **{name.upper(): str(value) for name, value in settings.items()}}
 
-    async def start_api(self, processes: ProcessSet, **settings: object) -> ManagedProcess:
-        api = processes.api(self.with_settings(**settings))
+    async def start_api(
+        self, processes: ProcessSet, start_delay: float | None = None, **settings: object
+    ) -> ManagedProcess:
+        env = self.with_settings(**settings)
+        api = processes.api(env) if start_delay is None else processes.delayed_api(env, start_delay)
         await asyncio.to_thread(wait_for_http, f"{self.api_url}/healthz", api)
         return api
 
@@ -388,7 +392,7 @@ async def test_dev_server_restart_mid_batch_finishes_the_batch(
 
 async def charge_then_kill_api(stack: Stack, processes: ProcessSet, album: str, user: UserWithKey) -> Batch:
     """Send the enhance request to an API that waits between its charge and its start, and SIGKILL it there."""
-    api = await stack.start_api(processes, debug_delay_before_start_seconds=120)
+    api = await stack.start_api(processes, start_delay=120)
     request = asyncio.create_task(stack.enhance(album, user, "TIER_1K"))
     await eventually(lambda: batch_of_album(stack.engine, album) is not None, within=30, interval=0.02)
     api.kill()
@@ -475,7 +479,7 @@ async def test_reconciler_and_a_slow_api_start_the_batch_once(
     stack = make_stack(crash_db, tmp_path, server.address)
     user, album = album_with(stack, 3, large=False)
     processes.worker(stack.with_settings(reconcile_grace_seconds=0.5, reconcile_interval_seconds=0.25))
-    await stack.start_api(processes, debug_delay_before_start_seconds=4)
+    await stack.start_api(processes, start_delay=4)
     await wait_for_worker(client, stack.task_queue)
 
     request = asyncio.create_task(stack.enhance(album, user, "TIER_1K"))
@@ -548,7 +552,9 @@ async def test_reconciler_refunds_a_charged_batch_it_cannot_start(crash_db: Cras
     assert batch_row(engine, running).status == BatchStatus.RUNNING
 
     # The activity that held the unseen batch's image finishes (a retry of it): its work stands, unrefunded.
-    assert activities.process_job(ProcessJobInput(unseen_first)).status == JobStatus.COMPLETED
+    assert (
+        ActivityEnvironment().run(activities.process_job, ProcessJobInput(unseen_first)).status == JobStatus.COMPLETED
+    )
     finished = {job.id: job for job in jobs_of_batch(engine, unseen)}[unseen_first]
     assert finished.tokens_refunded == 0 and refunds_for_job(engine, unseen_first) == 0
     assert finished.enhanced_key is not None and storage.exists(finished.enhanced_key)

@@ -27,6 +27,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from db.models import Tier
+from db.session import session_scope
+from services.batches import mark_started
 from tests.conftest import Harness, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, batch_row
 from tests.factories import jpeg_bytes, make_album, make_image, make_images, make_pending_job, make_user
@@ -52,13 +54,19 @@ class Owned:
     api_key: str
     ids: dict[str, list[str]]
     upload_album: str
+    running_batch: str
     disposable: dict[str, list[str]]
+    finished_batch: str
 
     def real_ids(self, operation: APIOperation | None, name: str) -> list[str]:
         if operation is not None and operation.method.upper() == "DELETE":
             return self.disposable.get(name, [])
         if name == "albumId" and operation is not None and operation.path.endswith("/images"):
             return [self.upload_album]
+        if name == "batchId" and operation is not None and operation.path.endswith(("/pause", "/resume")):
+            return [self.running_batch, *self.ids.get(name, [])]
+        if name == "batchId" and operation is not None and operation.path.endswith("/events"):
+            return [self.finished_batch]  # the stream of a batch that is over ends at once
         return self.ids.get(name, [])
 
 
@@ -99,6 +107,13 @@ def seed_owned_resources(h: Harness) -> Owned:
     other_image = make_image(h.engine, h.storage, album, sort_order=1)
     pending_job = make_pending_job(h.engine, user, album, other_image, Tier.TIER_2K)
     pending_batch = h.http.get(f"/api/jobs/{pending_job}", headers=user.headers).json()["batchId"]
+    # A batch running in another API process (only its row is here), kept out of the cancel's ids: pause and
+    # resume reach their success path on it.
+    running_image = make_image(h.engine, h.storage, album, sort_order=2)
+    running_job = make_pending_job(h.engine, user, album, running_image, Tier.TIER_2K)
+    running_batch = h.http.get(f"/api/jobs/{running_job}", headers=user.headers).json()["batchId"]
+    with session_scope(h.engine) as session:
+        mark_started(session, running_batch)
     # Separate albums: deleting the album must not take the images meant for the image deletes with it.
     album_to_delete, images_to_delete = make_album(h.engine, user, "To delete"), make_album(h.engine, user, "Trim")
     return Owned(
@@ -111,6 +126,8 @@ def seed_owned_resources(h: Harness) -> Owned:
             "batchId": [pending_batch, done_batch],
         },
         upload_album=make_album(h.engine, user, "Uploads"),
+        running_batch=running_batch,
+        finished_batch=done_batch,
         disposable={
             "albumId": [album_to_delete],
             "imageId": make_images(h.engine, h.storage, images_to_delete, 3),

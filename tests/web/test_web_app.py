@@ -164,17 +164,61 @@ def test_api_docs_render_without_any_other_origin(web: Harness, tmp_path: Path) 
         assert foreign_requests(driver, web.api.base_url) == []
 
 
+def test_pausing_and_resuming_a_batch_from_the_page(primary_db_url: str, tmp_path: Path) -> None:
+    storage = GatedStorage(tmp_path / "storage")
+    settings = make_settings(primary_db_url, storage, events_poll_seconds=0.1, direct_poll_interval_seconds=0.05)
+    with LiveServer(settings, storage=storage) as api:
+        h = Harness(settings, engine_for(primary_db_url), storage, api)
+        user, album, images = album_of_photos(h)
+        try:
+            with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
+                open_album(driver, h, user, album)
+                # Gated once the thumbnails are made: in direct mode the API reads the same storage.
+                storage.gate(original_key_of(h.engine, images[1]))
+                by_id(driver, "enhance-button").click()
+                assert storage.waiting.wait(30), "the batch never reached the gated photo"
+                wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED", "PROCESSING", "PENDING"])
+
+                by_id(driver, "pause-batch").click()
+                wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "PAUSED")
+                assert by_id(driver, "resume-batch").is_displayed() and not by_id(driver, "pause-batch").is_displayed()
+                storage.release.set()
+                # The photo in progress finishes; the next one waits.
+                wait_for(driver, lambda d: tile_statuses(d)[:2] == ["COMPLETED", "COMPLETED"])
+                assert tile_statuses(driver)[2] == "PENDING"
+                assert "Paused" in text_of(driver, "progress-text")
+
+                by_id(driver, "resume-batch").click()
+                wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "COMPLETED")
+                wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED"] * 3)
+        finally:
+            storage.release.set()
+        assert balance(h.engine, user.id) == 100 - 6
+        assert_balance_matches_ledger(h.engine, user.id)
+
+
+def album_of_photos(h: Harness) -> tuple[UserWithKey, str, list[str]]:
+    """A user with 100 tokens and an album of the three sample photos, uploaded through the API."""
+    user = make_user(h.engine, tokens=100)
+    album = make_album(h.engine, user, name="Harbour walk")
+    photos = [("files", (name, photo_bytes(name))) for name in PHOTOS]
+    uploaded = h.http.post(f"/api/albums/{album}/images", headers=user.headers, files=photos)
+    assert uploaded.status_code == 201, uploaded.text
+    return user, album, [image["id"] for image in uploaded.json()["images"]]
+
+
+def open_album(driver: WebDriver, h: Harness, user: UserWithKey, album: str) -> None:
+    sign_in(driver, h.api.base_url, user)
+    driver.get(f"{h.api.base_url}/#/albums/{album}")
+    wait_for(driver, lambda d: len(tiles(d)) == 3 and thumbnails_loaded(d, 3))
+
+
 async def test_cancelling_a_running_batch_from_the_page_refunds_it(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     storage = GatedStorage(tmp_path / "storage")
     async with temporal_stack(temporal_env.client, primary_db_url, storage, events_poll_seconds=0.1) as h:
-        user = make_user(h.engine, tokens=100)
-        album = make_album(h.engine, user, name="Harbour walk")
-        photos = [("files", (name, photo_bytes(name))) for name in PHOTOS]
-        async with h.async_http() as http:
-            uploaded = await http.post(f"/api/albums/{album}/images", headers=user.headers, files=photos)
-        images = [image["id"] for image in uploaded.json()["images"]]
+        user, album, images = await asyncio.to_thread(album_of_photos, h)
         storage.gate(original_key_of(h.engine, images[1]))  # the batch holds at the second photo
         try:
             # Selenium blocks: run it off the event loop, which the worker needs to make progress.
@@ -187,9 +231,7 @@ async def test_cancelling_a_running_batch_from_the_page_refunds_it(
 
 def cancel_from_the_page(h: Harness, user: UserWithKey, album: str, storage: GatedStorage, tmp_path: Path) -> None:
     with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
-        sign_in(driver, h.api.base_url, user)
-        driver.get(f"{h.api.base_url}/#/albums/{album}")
-        wait_for(driver, lambda d: len(tiles(d)) == 3 and thumbnails_loaded(d, 3))
+        open_album(driver, h, user, album)
         by_id(driver, "enhance-button").click()
         assert storage.waiting.wait(30), "the batch never reached the gated photo"
         wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED", "PROCESSING", "PENDING"])

@@ -14,7 +14,6 @@ from activities.batch import BatchActivities
 from db.models import Batch, BatchStatus, JobStatus
 from db.session import session_scope
 from services.batches import batch_input, mark_started
-from services.launcher import DirectLauncher
 from services.reconciler import reconcile_once
 from storage.local import LocalStorage
 from tests.conftest import engine_for, eventually, make_settings
@@ -28,6 +27,7 @@ from tests.db_helpers import (
 )
 from tests.factories import charge_batch, make_album_with_images, make_image
 from tests.storage_faults import FlakyStorage, GatedStorage
+from workflows.direct import DirectLauncher
 from workflows.inputs import BatchEnhanceInput
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")

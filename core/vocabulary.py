@@ -1,0 +1,86 @@
+"""The product's vocabulary, defined once: tiers, statuses, activity, signal and query names, search attributes.
+
+No imports beyond the standard library, so the workflow sandbox, the activities, the database models and the API
+all share it.
+"""
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Tier(StrEnum):
+    TIER_1K = "TIER_1K"
+    TIER_2K = "TIER_2K"
+    TIER_4K = "TIER_4K"
+
+
+@dataclass(frozen=True)
+class TierSpec:
+    """What a tier costs per image and the long side (pixels) of its output."""
+
+    cost: int
+    long_side: int
+
+
+TIERS: dict[Tier, TierSpec] = {
+    Tier.TIER_1K: TierSpec(cost=2, long_side=1024),
+    Tier.TIER_2K: TierSpec(cost=5, long_side=2048),
+    Tier.TIER_4K: TierSpec(cost=10, long_side=4096),
+}
+
+
+class JobStatus(StrEnum):
+    PENDING = "PENDING"
+    PROCESSING = "PROCESSING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+IN_FLIGHT_STATUSES = (JobStatus.PENDING, JobStatus.PROCESSING)
+
+
+class BatchStatus(StrEnum):
+    CHARGED = "CHARGED"  # committed and paid for; the workflow is not known to have started
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"  # started, and holding before its next image until resumed
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+
+
+# A batch in one of these statuses has a driver (workflow or in-process task) that will still act on it.
+ACTIVE_BATCH_STATUSES = (BatchStatus.RUNNING, BatchStatus.PAUSED)
+FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.FAILED)
+
+
+class Activity(StrEnum):
+    """Registered activity names (the workflow schedules them by name)."""
+
+    PROCESS_JOB = "process_enhancement_job"
+    CLOSE_JOB = "close_enhancement_job"
+    SET_BATCH_STATUS = "set_batch_status"
+    FINISH_BATCH = "finish_batch"
+
+
+class Signal(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+
+PROGRESS_QUERY = "progress"
+
+
+class SearchAttribute(StrEnum):
+    """Keyword search attributes of a batch workflow (registered on the server)."""
+
+    ALBUM_ID = "AlbumId"
+    USER_ID = "UserId"
+    ENHANCEMENT_TIER = "EnhancementTier"
+    BATCH_STATUS = "BatchStatus"
+
+
+# Application error types that no retry can fix.
+INVALID_IMAGE_ERROR = "InvalidImage"
+MISSING_ORIGINAL_ERROR = "MissingOriginal"

@@ -1,0 +1,47 @@
+"""Test doubles around the real batch launcher: hold or delay the workflow start (the window between the charge
+and the start), without any test-only switch in the service itself."""
+
+import asyncio
+import threading
+
+from services.launcher import BatchLauncher
+from workflows.inputs import BatchEnhanceInput
+
+
+class HeldLauncher:
+    """Starts batches only once `release` is set; `holding` is set when a start is waiting."""
+
+    def __init__(self, inner: BatchLauncher) -> None:
+        self.inner = inner
+        self.holding = threading.Event()
+        self.release = threading.Event()
+
+    async def start(self, inp: BatchEnhanceInput) -> None:
+        self.holding.set()
+        await asyncio.to_thread(self.release.wait)
+        await self.inner.start(inp)
+
+    async def cancel(self, batch_id: str) -> None:
+        await self.inner.cancel(batch_id)
+
+    async def pause(self, batch_id: str) -> None:
+        await self.inner.pause(batch_id)
+
+    async def resume(self, batch_id: str) -> None:
+        await self.inner.resume(batch_id)
+
+    async def aclose(self) -> None:
+        self.release.set()
+        await self.inner.aclose()
+
+
+class DelayedLauncher(HeldLauncher):
+    """Starts every batch `delay` seconds after it was charged (for crash tests run in another process)."""
+
+    def __init__(self, inner: BatchLauncher, delay: float) -> None:
+        super().__init__(inner)
+        self.delay = delay
+
+    async def start(self, inp: BatchEnhanceInput) -> None:
+        await asyncio.sleep(self.delay)
+        await self.inner.start(inp)

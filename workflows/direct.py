@@ -1,0 +1,220 @@
+"""The in-process driver of batches (direct mode): BatchPolicy's steps run on this process's threads, with the
+retries Temporal would apply, and commands (pause, resume, cancel) arriving in-process or through the batch row."""
+
+import asyncio
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Executor
+from typing import TypeVar
+
+from sqlmodel import Session
+from temporalio.exceptions import ApplicationError
+
+from activities.batch import BatchActivities, DirectJobControl, JobInterrupted
+from core.vocabulary import BatchStatus, JobStatus
+from db.models import Batch
+from workflows.inputs import (
+    BatchEnhanceInput,
+    BatchResult,
+    CloseJobInput,
+    CloseJobResult,
+    FinishBatchInput,
+    ProcessJobInput,
+    ProcessJobResult,
+    RetrySettings,
+    SetBatchStatusInput,
+)
+from workflows.policy import BatchPolicy, Close, Enhanced, Failed, Interrupted, JobRef, Outcome, run_batch
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+A = TypeVar("A")
+
+
+class DirectBatch:
+    """One batch run in this process; implements the policy's BatchDriver."""
+
+    def __init__(
+        self, inp: BatchEnhanceInput, activities: BatchActivities, executor: Executor, poll_interval: float
+    ) -> None:
+        self.inp = inp
+        self.activities = activities
+        self.executor = executor
+        self.poll_interval = poll_interval
+        self.policy = BatchPolicy.for_input(inp)
+        self.progress = self.policy.snapshot()
+        self._job_cancelled = threading.Event()  # read by the image's checkpoints on its worker thread
+        self._changed = asyncio.Event()
+
+    async def run(self) -> BatchResult:
+        """Run to the end; the batch row is watched meanwhile for commands sent to another process."""
+        await self._apply_row()
+        watcher = asyncio.create_task(self._watch_row())
+        try:
+            return await run_batch(self.policy, self)
+        finally:
+            watcher.cancel()
+
+    # Commands ------------------------------------------------------------------------------------------------------
+
+    def pause(self) -> None:
+        self.policy.pause()
+        self._changed.set()
+
+    def resume(self) -> None:
+        self.policy.resume()
+        self._changed.set()
+
+    def cancel(self) -> None:
+        self.policy.request_cancel()
+        self._job_cancelled.set()
+        self._changed.set()
+
+    # BatchDriver ---------------------------------------------------------------------------------------------------
+
+    async def enhance(self, job: JobRef) -> Outcome:
+        await self._apply_row()  # a cancel sent to another process lands before the image, not one poll later
+        if self.policy.cancel_requested:
+            return Interrupted()
+        retry = self.inp.retry
+        control = DirectJobControl(self._job_cancelled)
+        attempt = 1
+        while True:
+            try:
+                result: ProcessJobResult = await self._on_image_thread(
+                    self.activities.enhance_job, ProcessJobInput(job.job_id), control
+                )
+                return Enhanced(JobStatus(result.status))
+            except JobInterrupted:
+                return Interrupted()
+            except ApplicationError as err:
+                if err.non_retryable or attempt >= retry.max_attempts:
+                    return Failed(f"Enhancement failed: {err}"[:1000])
+            except Exception as err:
+                if attempt >= retry.max_attempts:
+                    return Failed(f"Enhancement failed: {err}"[:1000])
+                log.warning("job %s failed (attempt %s), retrying", job.job_id, attempt, exc_info=True)
+            if await self._cancelled_within(retry_delay(retry, attempt)):
+                return Interrupted()
+            attempt += 1
+
+    async def close(self, step: Close) -> CloseJobResult:
+        closing = CloseJobInput(step.job_id, step.status, step.reason)
+        return await self._until_done(self.activities.close_job, closing)
+
+    async def show_status(self, status: BatchStatus) -> None:
+        await self._until_done(self.activities.set_batch_status, SetBatchStatusInput(self.inp.batch_id, status))
+
+    async def wait_until(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def finish(self, status: BatchStatus) -> None:
+        await self._until_done(self.activities.finish_batch, FinishBatchInput(self.inp.batch_id, status))
+
+    def report(self, policy: BatchPolicy) -> None:
+        self.progress = policy.snapshot()
+
+    # Platform ------------------------------------------------------------------------------------------------------
+
+    async def _on_image_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, functools.partial(fn, *args))
+
+    async def _until_done(self, fn: Callable[[A], T], arg: A) -> T:
+        """Bookkeeping touches only the database: retry it until it succeeds, as Temporal would."""
+        attempt = 1
+        while True:
+            try:
+                return await asyncio.to_thread(fn, arg)
+            except Exception:
+                log.warning("batch %s: %s failed (attempt %s), retrying", self.inp.batch_id, fn, attempt, exc_info=True)
+            await asyncio.sleep(retry_delay(self.inp.retry, attempt))
+            attempt += 1
+
+    async def _cancelled_within(self, seconds: float) -> bool:
+        try:
+            await asyncio.wait_for(self.wait_until(lambda: self.policy.cancel_requested), timeout=seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    def _read_row(self) -> tuple[BatchStatus, bool] | None:
+        with Session(self.activities.engine) as session:
+            batch = session.get(Batch, self.inp.batch_id)
+            return None if batch is None else (batch.status, batch.cancel_requested)
+
+    async def _apply_row(self) -> None:
+        """Commands sent to another API process reach this one through the batch row."""
+        row = await asyncio.to_thread(self._read_row)
+        if row is None:
+            return
+        status, cancel_requested = row
+        if cancel_requested and not self.policy.cancel_requested:
+            self.cancel()
+        elif status == BatchStatus.PAUSED and not self.policy.paused:
+            self.pause()
+        elif status == BatchStatus.RUNNING and self.policy.paused:
+            self.resume()
+
+    async def _watch_row(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self._apply_row()
+            except Exception:
+                log.warning("batch %s: could not read its row", self.inp.batch_id, exc_info=True)
+
+
+def retry_delay(retry: RetrySettings, attempt: int) -> float:
+    """Exponential backoff after the given failed attempt, as Temporal's RetryPolicy computes it."""
+    return float(min(retry.initial_interval_seconds * 2 ** (attempt - 1), retry.max_interval_seconds))
+
+
+class DirectLauncher:
+    """Runs batches in this process as background tasks."""
+
+    def __init__(self, activities: BatchActivities, executor: Executor, poll_interval: float = 0.5) -> None:
+        self.activities = activities
+        self.executor = executor
+        self.poll_interval = poll_interval
+        self.batches: dict[str, DirectBatch] = {}
+        self.tasks: dict[str, asyncio.Task[BatchResult]] = {}
+
+    async def start(self, inp: BatchEnhanceInput) -> None:
+        """Start the batch in the background (fire and forget); a batch running here already is left alone."""
+        if inp.batch_id in self.tasks:
+            return
+        batch = DirectBatch(inp, self.activities, self.executor, self.poll_interval)
+        task = asyncio.create_task(batch.run(), name=f"batch-{inp.batch_id}")
+        self.batches[inp.batch_id], self.tasks[inp.batch_id] = batch, task
+        task.add_done_callback(lambda _: self._forget(inp.batch_id))
+
+    async def run(self, inp: BatchEnhanceInput) -> BatchResult:
+        """Run a batch to its end in the caller's task."""
+        return await DirectBatch(inp, self.activities, self.executor, self.poll_interval).run()
+
+    async def cancel(self, batch_id: str) -> None:
+        """Cancel now if the batch runs here; elsewhere its process reads the batch row."""
+        if batch_id in self.batches:
+            self.batches[batch_id].cancel()
+
+    async def pause(self, batch_id: str) -> None:
+        if batch_id in self.batches:
+            self.batches[batch_id].pause()
+
+    async def resume(self, batch_id: str) -> None:
+        if batch_id in self.batches:
+            self.batches[batch_id].resume()
+
+    async def aclose(self) -> None:
+        """Stop running batches (an image in progress runs to its end); unfinished ones resume at the next start."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+
+    def _forget(self, batch_id: str) -> None:
+        self.batches.pop(batch_id, None)
+        self.tasks.pop(batch_id, None)
