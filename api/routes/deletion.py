@@ -20,7 +20,7 @@ def _remove_files(storage: LocalStorage, removed: Removed) -> None:
     for key in removed.storage_keys:
         try:
             storage.delete(key)
-        except OSError:
+        except Exception:  # any backend's error: the rows are gone, the remaining files are still removed
             log.warning("could not remove stored object %s", key, exc_info=True)
 
 

@@ -12,10 +12,12 @@ from PIL import Image as PILImage
 from sqlmodel import Session
 
 from db.models import Album, Batch, BatchStatus, EnhancementJob, Image, JobStatus, LedgerType, Tier
+from db.session import session_scope
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, ledger_entries
 from tests.factories import (
+    charge_batch,
     make_album,
     make_album_with_images,
     make_image,
@@ -93,20 +95,16 @@ def test_events_describe_the_batch_and_end_with_it(direct_harness: Harness) -> N
 
 def test_last_event_id_resumes_with_only_what_changed(direct_harness: Harness) -> None:
     h = direct_harness
-    user, album, image_ids = make_album_with_images(h.engine, h.storage, 2)
-    # A batch held before it starts: one job pending, one processing.
-    job_ids = [make_pending_job(h.engine, user, album, image_id, Tier.TIER_1K) for image_id in image_ids]
-    with Session(h.engine) as session:
-        first = session.get_one(EnhancementJob, job_ids[0])
-        batch_id = first.batch_id
-        # Put both jobs in one batch, as a real one would be.
-        second = session.get_one(EnhancementJob, job_ids[1])
-        second.batch_id, second.position = batch_id, 1
-        first.status = JobStatus.COMPLETED
-        batch = session.get_one(Batch, batch_id)
-        batch.status = BatchStatus.RUNNING
-        session.add_all([first, second, batch])
-        session.commit()
+    user, album, _ = make_album_with_images(h.engine, h.storage, 2)
+    # A batch charged as the route does, written straight to the database (no runner picks it up): it finishes
+    # while the client is away.
+    with session_scope(h.engine) as session:
+        planned = charge_batch(session, user.id, album)
+        assert planned.batch is not None
+        batch_id, job_ids = planned.batch.id, [job.id for job in planned.jobs]
+        planned.jobs[0].status = JobStatus.COMPLETED
+        planned.batch.status = BatchStatus.RUNNING
+        session.add_all([planned.jobs[0], planned.batch])
     known = "R.CP"  # the client saw job 0 completed and job 1 pending while the batch ran
     with Session(h.engine) as session:
         session.get_one(EnhancementJob, job_ids[1]).status = JobStatus.FAILED
@@ -302,7 +300,7 @@ def test_deleting_an_image_keeps_the_history_and_the_balance(direct_harness: Har
 def test_deleting_an_image_in_flight_is_409(direct_harness: Harness) -> None:
     h = direct_harness
     user, album, [image] = make_album_with_images(h.engine, h.storage, 1)
-    make_pending_job(h.engine, user, album, image, Tier.TIER_1K, cost=2)
+    job_id = make_pending_job(h.engine, user, album, image, Tier.TIER_1K, cost=2)
     response = h.http.delete(f"/api/images/{image}", headers=user.headers)
     assert response.status_code == 409 and "in progress" in response.json()["error"]
     album_response = h.http.delete(f"/api/albums/{album}", headers=user.headers)
@@ -310,6 +308,12 @@ def test_deleting_an_image_in_flight_is_409(direct_harness: Harness) -> None:
     with Session(h.engine) as session:
         assert session.get(Album, album) is not None
         assert h.storage.exists(session.get_one(Image, image).original_key)
+    # Once the batch is over, the same delete goes through.
+    with session_scope(h.engine) as session:
+        job = session.get_one(EnhancementJob, job_id)
+        job.status = JobStatus.FAILED
+        session.get_one(Batch, job.batch_id).status = BatchStatus.FAILED
+    assert h.http.delete(f"/api/images/{image}", headers=user.headers).status_code == 204
 
 
 def test_deleting_another_users_image_or_album_is_refused(direct_harness: Harness) -> None:
