@@ -10,8 +10,8 @@ from temporalio.worker import Worker
 
 from activities.batch import BatchActivities
 from core.config import Settings, get_settings
-from db.session import init_db, make_engine
-from services.launcher import TemporalLauncher
+from db.session import PoolSettings, init_db, make_engine
+from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.local import LocalStorage
 from workflows.batch_enhance import BatchEnhanceWorkflow
@@ -36,15 +36,19 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker and the reconciler until cancelled."""
-    engine = make_engine(settings.database_url)
+    # Sized like the API's: at least one connection per image thread plus the reconciler's.
+    pool = PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
+    engine = make_engine(settings.database_url, pool)
     init_db(engine)
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     activities = BatchActivities(
         engine,
         LocalStorage(settings.storage_dir),
         settings.max_image_pixels,
         settings.activity_heartbeat_interval_seconds,
+        settings.activity_progress_interval_seconds,
+        on_step=StepSignals(client, asyncio.get_running_loop()),
     )
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
     with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:
         worker = build_worker(client, settings, activities, executor)

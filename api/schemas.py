@@ -99,7 +99,7 @@ IMAGE_IDS_RULE = f"imageIds must be a non-empty list of at most {MAX_IMAGE_IDS} 
 
 
 class EnhanceRequest(ApiModel):
-    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False)
     tier: TierName
     skip_already_enhanced: bool = Field(default=True, strict=True)
     image_ids: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] | None = Field(
@@ -146,6 +146,7 @@ class JobOut(ApiModel):
     tokens_refunded: int
     attempts: int
     error_message: str | None
+    progress: str | None = Field(default=None, description='The step of a long enhancement, e.g. "tile 3 of 12"')
     enhanced_width: int | None
     enhanced_height: int | None
     enhanced_size_bytes: int | None

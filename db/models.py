@@ -117,6 +117,7 @@ class EnhancementJob(SQLModel, table=True):
     tokens_refunded: int = 0
     attempts: int = 0
     error_message: str | None = Field(default=None, max_length=1000)
+    progress: str | None = Field(default=None, max_length=100)  # the step of a long job, e.g. "tile 3 of 12"
     enhanced_key: str | None = Field(default=None, max_length=300)
     enhanced_width: int | None = None
     enhanced_height: int | None = None
@@ -160,10 +161,14 @@ class IdempotencyRecord(SQLModel, table=True):
     created_at: datetime = timestamp_field()
 
 
-class RateLimitCounter(SQLModel, table=True):
-    __tablename__ = "rate_limit_counter"
+class RateLimitHit(SQLModel, table=True):
+    """One admitted request in a per-user sliding window; at most `limit` rows are kept per user and bucket."""
 
-    user_id: str = Field(primary_key=True)
-    bucket: str = Field(primary_key=True, max_length=50)
-    window_start: int = Field(primary_key=True)
-    count: int = 0
+    __tablename__ = "rate_limit_hit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="user.id")
+    bucket: str = Field(max_length=50)
+    at_us: int = Field(sa_type=sa.BigInteger)  # epoch microseconds: exact comparisons at the window's edge
+
+    __table_args__ = (sa.Index("ix_rate_limit_hit_key", "user_id", "bucket", "at_us"),)

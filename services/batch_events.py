@@ -6,6 +6,7 @@ changes since that state, nothing twice and nothing missed, whichever server pro
 """
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,6 +17,8 @@ from sqlmodel import Session
 from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES, JobStatus
 from db.models import Batch
 from services.batches import jobs_of
+
+log = logging.getLogger(__name__)
 
 # One letter per status keeps the id short; "-" is a state the client has not been told yet.
 _BATCH_CODES = {"CHARGED": "H", "RUNNING": "R", "PAUSED": "P", "COMPLETED": "C", "CANCELLED": "X", "FAILED": "F"}
@@ -136,13 +139,29 @@ def _read(engine: Engine, batch_id: str) -> BatchSnapshot:
         return snapshot(session, batch_id)
 
 
+async def _read_or_none(engine: Engine, batch_id: str) -> BatchSnapshot | None:
+    try:
+        # The default thread limiter: the same threads (so connections) as sync routes, never one more.
+        return await anyio.to_thread.run_sync(_read, engine, batch_id)
+    except Exception:
+        log.warning("event stream of batch %s stopped: the database could not be read", batch_id, exc_info=True)
+        return None
+
+
 async def event_stream(
-    engine: Engine, batch_id: str, last_event_id: str | None, poll_seconds: float, keepalive_seconds: float
+    engine: Engine,
+    batch_id: str,
+    last_event_id: str | None,
+    poll_seconds: float,
+    keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
     """The encoded stream: what changed since `last_event_id`, then every change as the database shows it, then
-    an `end` event once the batch is over (a client that reconnects after that gets `end` at once)."""
+    an `end` event once the batch is over (a client that reconnects after that gets `end` at once). If the
+    database fails, the stream just ends: the client reconnects with its Last-Event-ID and misses nothing."""
     yield RETRY_HINT
-    now = await anyio.to_thread.run_sync(_read, engine, batch_id)
+    now = await _read_or_none(engine, batch_id)
+    if now is None:
+        return
     known = parse_cursor(last_event_id, len(now.jobs))
     quiet = 0.0
     while True:
@@ -159,7 +178,9 @@ async def event_stream(
             quiet = 0.0
         await anyio.sleep(poll_seconds)
         quiet += poll_seconds
-        now = await anyio.to_thread.run_sync(_read, engine, batch_id)
+        now = await _read_or_none(engine, batch_id)
+        if now is None:
+            return
 
 
 # A comment line keeps proxies from closing an idle stream; clients ignore it.

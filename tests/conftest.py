@@ -26,7 +26,7 @@ from api.main import create_app
 from core.config import Settings
 from core.temporal_dev import search_attribute_keys, temporal_binary
 from db.session import init_db, make_engine
-from services.launcher import BatchLauncher
+from services.launcher import BatchLauncher, StepSignals
 from storage.local import LocalStorage
 from worker import build_worker
 
@@ -141,8 +141,8 @@ class LiveServer:
         self, settings: Settings, wrap_launcher: LauncherWrapper | None = None, storage: LocalStorage | None = None
     ) -> None:
         self.settings = settings
-        app = create_app(settings, wrap_launcher, storage)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        self.app = create_app(settings, wrap_launcher, storage)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
@@ -226,7 +226,12 @@ async def temporal_worker(h: Harness) -> AsyncIterator[None]:
     """A worker serving the harness's task queue, with the harness's storage."""
     assert h.temporal is not None
     activities = BatchActivities(
-        h.engine, h.storage, h.settings.max_image_pixels, h.settings.activity_heartbeat_interval_seconds
+        h.engine,
+        h.storage,
+        h.settings.max_image_pixels,
+        h.settings.activity_heartbeat_interval_seconds,
+        h.settings.activity_progress_interval_seconds,
+        on_step=StepSignals(h.temporal, asyncio.get_running_loop()),
     )
     with ThreadPoolExecutor(max_workers=h.settings.image_workers) as executor:
         async with build_worker(h.temporal, h.settings, activities, executor):

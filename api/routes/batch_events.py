@@ -5,11 +5,12 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
-from api.deps import EngineDep, OwnedBatch, SessionDep, SettingsDep
+from api.deps import EngineDep, OwnedBatch, SettingsDep
 from api.schemas import ErrorOut
 from services.batch_events import event_stream
 
 router = APIRouter(prefix="/batches", tags=["batches"])
+
 
 EVENTS_DESCRIPTION = """\
 `text/event-stream` of the batch's progress, read from the database (both execution modes):
@@ -47,16 +48,13 @@ EVENT_SCHEMA = {
         404: {"model": ErrorOut},
     },
 )
-def batch_events(
+async def batch_events(
     batch: OwnedBatch,
-    session: SessionDep,
     engine: EngineDep,
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=200)] = None,
 ) -> StreamingResponse:
     """Stream a batch's job transitions and status until it ends."""
-    # The stream reads with short sessions of its own; this one would otherwise stay open for the whole stream.
-    session.close()
     stream = event_stream(
         engine, batch.id, last_event_id, settings.events_poll_seconds, settings.events_keepalive_seconds
     )

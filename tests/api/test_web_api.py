@@ -146,6 +146,22 @@ def test_a_live_stream_sends_keepalives_then_each_change_as_it_happens(db_url: s
     assert rest == ["event: batch", "event: batch", "event: end"]
 
 
+def test_an_open_stream_does_not_hold_a_request_slot(db_url: str, storage: LocalStorage) -> None:
+    settings = make_settings(db_url, storage, api_concurrency=1, api_queue_timeout_seconds=0.2)
+    engine = engine_for(db_url)
+    user, album, [image] = make_album_with_images(engine, storage, 1)
+    job_id = make_pending_job(engine, user, album, image, Tier.TIER_1K)
+    with LiveServer(settings) as api, session_scope(engine) as session:
+        job = session.get_one(EnhancementJob, job_id)
+        with api.http.stream("GET", f"/api/batches/{job.batch_id}/events", headers=user.headers) as response:
+            assert next(line for line in response.iter_lines() if line.startswith("event:")) == "event: job"
+            # A stream lasts as long as its batch: it must not keep the one request slot.
+            assert api.http.get("/api/me", headers=user.headers).status_code == 200
+        # Leave no unfinished batch behind.
+        job.status = JobStatus.CANCELLED
+        session.get_one(Batch, job.batch_id).status = BatchStatus.CANCELLED
+
+
 def test_events_of_another_users_batch_are_404(direct_harness: Harness) -> None:
     h = direct_harness
     _, _, _, batch_id = finished_batch(h, images=1)

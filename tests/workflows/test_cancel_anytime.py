@@ -115,8 +115,10 @@ async def workflow_outcome(h: Harness, batch_id: str) -> tuple[WorkflowExecution
 
 
 @contextlib.asynccontextmanager
-async def gated_temporal(env: WorkflowEnvironment, db_url: str, tmp_path: Path) -> AsyncIterator[Harness]:
-    async with temporal_stack(env.client, db_url, GatedStorage(tmp_path / "gated")) as h:
+async def gated_temporal(
+    env: WorkflowEnvironment, db_url: str, tmp_path: Path, **overrides: object
+) -> AsyncIterator[Harness]:
+    async with temporal_stack(env.client, db_url, GatedStorage(tmp_path / "gated"), None, **overrides) as h:
         yield h
 
 
@@ -260,6 +262,32 @@ async def test_temporal_pause_and_resume_over_rest(
         assert await post(h, user, f"/api/batches/{batch_id}/pause") == 409
 
 
+async def test_temporal_a_long_image_shows_its_step(
+    temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
+) -> None:
+    async with gated_temporal(temporal_env, primary_db_url, tmp_path, activity_progress_interval_seconds=0.1) as h:
+        user, batch_id = await hold_at(h, 1)
+        assert h.temporal is not None
+        handle = h.temporal.get_workflow_handle_for(BatchEnhanceWorkflow.run, batch_id)
+        await eventually(lambda: jobs_of_batch(h.engine, batch_id)[1].progress == "held")
+        async with h.async_http() as http:
+            shown = (await http.get(f"/api/batches/{batch_id}", headers=user.headers)).json()
+        assert [job["progress"] for job in shown["jobs"]] == [None, "held", None]
+
+        async def step_in_query() -> str | None:
+            return (await handle.query(BatchEnhanceWorkflow.progress)).current_step
+
+        for _ in range(100):
+            if await step_in_query() == "held":
+                break
+            await asyncio.sleep(0.05)
+        progress = await handle.query(BatchEnhanceWorkflow.progress)
+        assert progress.current_step == "held" and progress.details.endswith(": held")
+        gated(h).release.set()
+        assert (await handle.result()).completed == IMAGES
+        assert all(job.progress is None for job in jobs_of_batch(h.engine, batch_id))
+
+
 async def test_temporal_randomized_cancels_all_take_effect(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
@@ -322,7 +350,7 @@ async def cancel_came_after_finish(h: Harness, batch_id: str) -> bool:
 @contextlib.contextmanager
 def direct_api(db_url: str, tmp_path: Path, held: bool = False) -> Iterator[tuple[Harness, HeldLauncher | None]]:
     storage = GatedStorage(tmp_path / "gated")
-    settings = make_settings(db_url, storage, direct_poll_interval_seconds=0.05)
+    settings = make_settings(db_url, storage, direct_poll_interval_seconds=0.05, activity_progress_interval_seconds=0.1)
     holder: list[HeldLauncher] = []
 
     def hold(launcher: object) -> HeldLauncher:
@@ -341,6 +369,15 @@ async def test_direct_cancel_while_an_image_is_enhanced(db_url: str, tmp_path: P
         await eventually(lambda: batch_row(h.engine, batch_id).status == BatchStatus.CANCELLED)
         await eventually(lambda: len([j for j in jobs_of_batch(h.engine, batch_id) if j.status == "PROCESSING"]) == 0)
         assert_cancelled_from(h, user, batch_id, index)
+
+
+async def test_direct_a_long_image_shows_its_step(db_url: str, tmp_path: Path) -> None:
+    with direct_api(db_url, tmp_path) as (h, _):
+        user, batch_id = await hold_at(h, 0)
+        await eventually(lambda: jobs_of_batch(h.engine, batch_id)[0].progress == "held")
+        gated(h).release.set()
+        await eventually(lambda: batch_row(h.engine, batch_id).status == BatchStatus.COMPLETED)
+        assert all(job.progress is None for job in jobs_of_batch(h.engine, batch_id))
 
 
 async def test_direct_cancel_twice_at_once(db_url: str, tmp_path: Path) -> None:
