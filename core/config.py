@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     sr_activity_start_to_close_seconds: float = 1800.0
     worker_queues: list[str] = Field(default_factory=list)
 
+    # The web app and the API it uses: how often the event stream looks at the database, how often it sends a
+    # keep-alive comment (proxies drop idle streams), and the thumbnails' longer side.
+    events_poll_seconds: float = Field(default=0.5, gt=0)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    thumbnail_size: int = Field(default=320, ge=64, le=1024)
+
 
 @lru_cache
 def get_settings() -> Settings:

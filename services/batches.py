@@ -52,15 +52,22 @@ def batch_input(session: Session, batch: Batch, settings: Settings) -> BatchEnha
     return input_for(session, batch, jobs_of(session, batch.id), settings)
 
 
+def _kept(row_id: str | None) -> str:
+    # Deleting an album or image is refused until its batches end, so an unfinished batch still has both.
+    if row_id is None:
+        raise ValueError("an unfinished batch lost its album or image")
+    return row_id
+
+
 def input_for(session: Session, batch: Batch, jobs: list[EnhancementJob], settings: Settings) -> BatchEnhanceInput:
     """The workflow input of a batch whose jobs are at hand (in processing order)."""
     return BatchEnhanceInput(
         batch_id=batch.id,
-        album_id=batch.album_id,
+        album_id=_kept(batch.album_id),
         user_id=batch.user_id,
         tier=batch.tier,
         job_ids=[job.id for job in jobs],
-        image_ids=[job.image_id for job in jobs],
+        image_ids=[_kept(job.image_id) for job in jobs],
         retry=retry_settings(settings),
         sr_job_ids=super_resolution_jobs(session, jobs, settings),
         sr_task_queue=settings.sr_task_queue,
@@ -75,7 +82,9 @@ def super_resolution_jobs(session: Session, jobs: list[EnhancementJob], settings
     )
     sizes = {image_id: (width, height) for image_id, width, height in rows}
     return [
-        job.id for job in jobs if wants_super_resolution(*sizes[job.image_id], TIERS[Tier(job.tier)].long_side, config)
+        job.id
+        for job in jobs
+        if wants_super_resolution(*sizes[_kept(job.image_id)], TIERS[Tier(job.tier)].long_side, config)
     ]
 
 

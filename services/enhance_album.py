@@ -31,6 +31,7 @@ class EnhanceAlbum:
     album_id: str
     tier: Tier
     skip_already_enhanced: bool
+    image_ids: tuple[str, ...] | None = None  # only these images of the album (None: all of them)
     idempotency_key: str | None = None
 
 
@@ -101,6 +102,7 @@ def _charge(session: Session, settings: Settings, command: EnhanceAlbum) -> Plan
         skip_already_enhanced=command.skip_already_enhanced,
         max_batch_size=settings.max_batch_size,
         execution_mode=settings.execution_mode,
+        image_ids=command.image_ids,
     )
 
 
