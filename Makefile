@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sr-libs dev dev-direct worker test lint bench bench-quality bench-api clean
+.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-quality bench-api clean
 
 # The super-resolution runtime (requirements-sr.txt) declares opencv-python, which would put a second cv2 next
 # to opencv-python-headless; its only other dependency (Pillow) is ours already, hence --no-deps.
@@ -29,6 +29,15 @@ sr-libs:
 		echo "warning: super-resolution needs the system libraries libvulkan.so.1 and libomp.so.5;"; \
 		echo "         install them (Debian/Ubuntu: sudo apt-get install libvulkan1 libomp5)."; \
 		echo "         Until then ENHANCE_ENGINE=auto enlarges with the classic engine."; \
+	fi
+
+# The browser tests drive the system's Chromium through its chromedriver (Debian packages; nothing is downloaded
+# at run time). Installed only when missing; without them the browser tests skip (outside CI).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
 	fi
 
 dev: setup          ## Temporal dev server + worker + API on 127.0.0.1:8000

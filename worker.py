@@ -2,9 +2,11 @@
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.runtime import Runtime
@@ -14,6 +16,7 @@ from activities.batch import BatchActivities
 from core.config import Settings, get_settings
 from core.errors import StartupRefused
 from db.session import PoolSettings, check_schema, make_engine
+from services.batches import engine_config
 from services.deployment import verify_storage
 from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
@@ -25,30 +28,68 @@ from telemetry.worker import ProductMetricsInterceptor
 from workflows.batch_enhance import BatchEnhanceWorkflow
 
 
-def build_worker(
+def served_queues(settings: Settings) -> list[str]:
+    """The task queues this worker process serves: WORKER_QUEUES, or every queue of the service."""
+    queues = settings.worker_queues or [settings.task_queue, settings.sr_task_queue]
+    return list(dict.fromkeys(queues))
+
+
+def _worker(
     client: Client,
     settings: Settings,
-    activities: BatchActivities,
-    executor: ThreadPoolExecutor,
-    interceptors: Sequence[Interceptor] = (),
+    queue: str,
+    activities: list[Callable[..., Any]],
+    slots: int,
+    pool: Executor,
+    interceptors: Sequence[Interceptor],
 ) -> Worker:
-    """A worker for the batch workflow, running image activities on a thread pool sized by the settings."""
+    heartbeat_throttle = timedelta(seconds=settings.activity_heartbeat_interval_seconds)
     return Worker(
         client,
-        task_queue=settings.task_queue,
-        workflows=[BatchEnhanceWorkflow],
-        activities=activities.all(),
-        activity_executor=executor,
-        max_concurrent_activities=settings.image_workers,
+        task_queue=queue,
+        workflows=[BatchEnhanceWorkflow] if queue == settings.task_queue else [],
+        activities=activities,
+        activity_executor=pool,
+        max_concurrent_activities=slots,
         interceptors=interceptors,
         # Every heartbeat reaches the server, so a cancel reaches an image in progress within about an interval.
-        max_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
-        default_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
+        max_heartbeat_throttle_interval=heartbeat_throttle,
+        default_heartbeat_throttle_interval=heartbeat_throttle,
     )
 
 
+@contextlib.asynccontextmanager
+async def running_workers(
+    client: Client, settings: Settings, activities: BatchActivities, interceptors: Sequence[Interceptor] = ()
+) -> AsyncIterator[None]:
+    """Run a worker for each served queue until the block ends: the batch queue runs the workflow and every
+    activity on IMAGE_WORKERS threads; the super-resolution queue runs image activities on SR_WORKERS threads."""
+    queues = served_queues(settings)
+    with contextlib.ExitStack() as pools:
+        workers = []
+        if settings.task_queue in queues:
+            pool = pools.enter_context(ThreadPoolExecutor(settings.image_workers, thread_name_prefix="activity"))
+            workers.append(
+                _worker(
+                    client, settings, settings.task_queue, activities.all(), settings.image_workers, pool, interceptors
+                )
+            )
+        if settings.sr_task_queue in queues and settings.sr_task_queue != settings.task_queue:
+            pool = pools.enter_context(ThreadPoolExecutor(settings.sr_workers, thread_name_prefix="sr"))
+            sr_activities: list[Callable[..., Any]] = [activities.process_job]
+            workers.append(
+                _worker(
+                    client, settings, settings.sr_task_queue, sr_activities, settings.sr_workers, pool, interceptors
+                )
+            )
+        async with contextlib.AsyncExitStack() as running:
+            for worker in workers:
+                await running.enter_async_context(worker)
+            yield
+
+
 async def run_worker(settings: Settings) -> None:
-    """Run a worker and the reconciler until cancelled."""
+    """Run the workers of the served queues and the reconciler until cancelled."""
     # Sized like the API's: at least one connection per image thread plus the reconciler's.
     pool = PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
     engine = make_engine(settings.database_url, pool)
@@ -73,18 +114,17 @@ async def run_worker(settings: Settings) -> None:
         settings.activity_heartbeat_interval_seconds,
         settings.activity_progress_interval_seconds,
         on_step=StepSignals(client, asyncio.get_running_loop()),
+        engine_config=engine_config(settings),
     )
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
-    with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings, activities, executor, [ProductMetricsInterceptor(engine)])
-        reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings))
-        drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None
-        try:
-            await worker.run()
-        finally:
-            reconciler.cancel()
-            if drain is not None:
-                drain.cancel()
+    logging.getLogger(__name__).info("serving task queues %s", ", ".join(served_queues(settings)))
+    drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None
+    try:
+        async with running_workers(client, settings, activities, [ProductMetricsInterceptor(engine)]):
+            await reconcile_forever(engine, launcher, settings)
+    finally:
+        if drain is not None:
+            drain.cancel()
 
 
 async def _drain_forever(sdk_metrics: TemporalSdkMetrics) -> None:

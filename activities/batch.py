@@ -30,7 +30,7 @@ from core.vocabulary import (
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from db.session import session_scope
-from imaging import InvalidImageError, enhance_image
+from imaging import EngineConfig, InvalidImageError, enhance_image, needs_super_resolution
 from storage.base import ObjectNotFound, Storage, enhanced_key
 from workflows.inputs import (
     CloseJobInput,
@@ -165,6 +165,8 @@ class _Claim:
     status: JobStatus
     tier: str
     original_key: str
+    width: int
+    height: int
 
 
 class BatchActivities:
@@ -178,6 +180,7 @@ class BatchActivities:
         heartbeat_interval: float = 0.5,
         progress_interval: float = 2.0,
         on_step: StepListener | None = None,
+        engine_config: EngineConfig | None = None,
     ) -> None:
         self.engine = engine
         self.storage = storage
@@ -185,6 +188,7 @@ class BatchActivities:
         self.heartbeat_interval = heartbeat_interval
         self.progress_interval = progress_interval
         self.on_step = on_step  # e.g. a signal to the job's workflow, so its progress query shows the step
+        self.engine_config = engine_config  # None: the classic engine only
 
     # Cancellation is cooperative (checkpoints), never an exception thrown into the thread at an arbitrary point,
     # which could land inside a database transaction.
@@ -233,8 +237,13 @@ class BatchActivities:
                 "The original image is missing from storage", type=MISSING_ORIGINAL_ERROR, non_retryable=True
             ) from exc
         checkpoint("enhancing")
+        long_side = TIERS[Tier(claim.tier)].long_side
+        config = self.engine_config
+        tiled = config is not None and needs_super_resolution(claim.width, claim.height, long_side, config)
         try:
-            enhanced = enhance_image(original, TIERS[Tier(claim.tier)].long_side, self.max_image_pixels)
+            enhanced = enhance_image(
+                original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled)
+            )
         except InvalidImageError as exc:
             raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
         checkpoint("storing the result")  # the last point where a cancel stops this job
@@ -286,7 +295,7 @@ class BatchActivities:
                 job.attempts += 1
                 job.started_at = job.started_at or utcnow()
                 session.add(job)
-            return _Claim(status=job.status, tier=job.tier, original_key=image.original_key)
+            return _Claim(job.status, job.tier, image.original_key, image.width, image.height)
 
     def _complete(self, job_id: str, key: str, width: int, height: int, size: int) -> bool:
         with session_scope(self.engine) as session:
@@ -325,6 +334,16 @@ class BatchActivities:
 _UNFINISHED = (BatchStatus.CHARGED, *ACTIVE_BATCH_STATUSES)
 
 
-def _steps_as_checkpoints(done: int, total: int) -> None:
-    """The engine's progress (every SR tile is a step): a checkpoint each, so a cancel lands between tiles."""
-    checkpoint(f"tile {done} of {total}" if total > 1 else "enhancing")
+def _steps(tiled: bool) -> Callable[[int, int], None]:
+    """The engine's progress as checkpoints, so a cancel lands between its steps (between tiles for SR, whose
+    steps are the tiles and then the encoding)."""
+
+    def report(done: int, total: int) -> None:
+        if not tiled:
+            checkpoint("enhancing")
+        elif done < total:
+            checkpoint(f"tile {done + 1} of {total - 1}" if done < total - 1 else "encoding")
+        else:
+            checkpoint("encoding")
+
+    return report

@@ -100,6 +100,19 @@ class Settings(BaseSettings):
     sr_threads: int = 1
     sr_gpu_id: int = -1
     sr_noise: int = -1
+    # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
+    # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
+    # run at once per worker process (the network holds Python's lock for a whole tile: one is right on a CPU).
+    sr_task_queue: str = "album-enhance-sr"
+    sr_workers: int = Field(default=1, ge=1)
+    sr_activity_start_to_close_seconds: float = 1800.0
+    worker_queues: list[str] = Field(default_factory=list)
+
+    # The web app and the API it uses: how often the event stream looks at the database, how often it sends a
+    # keep-alive comment (proxies drop idle streams), and the thumbnails' longer side.
+    events_poll_seconds: float = Field(default=0.5, gt=0)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    thumbnail_size: int = Field(default=320, ge=64, le=1024)
 
     # Scale out: where originals and results live when processes run on several machines.
     # STORAGE_URL: s3://bucket/prefix for any S3-compatible store, or file://path; unset, STORAGE_DIR is used.

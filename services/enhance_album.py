@@ -31,6 +31,7 @@ class EnhanceAlbum:
     album_id: str
     tier: Tier
     skip_already_enhanced: bool
+    image_ids: tuple[str, ...] | None = None  # only these images of the album (None: all of them)
     idempotency_key: str | None = None
 
 
@@ -72,7 +73,7 @@ def enhance_album(
             session.commit()
         raise
     if planned.batch is not None:
-        _start_or_refund(session, start, input_for(planned.batch, planned.jobs, settings), key)
+        _start_or_refund(session, start, input_for(session, planned.batch, planned.jobs, settings), key)
     return EnhanceAnswer(200, body, headers)
 
 
@@ -101,6 +102,7 @@ def _charge(session: Session, settings: Settings, command: EnhanceAlbum) -> Plan
         skip_already_enhanced=command.skip_already_enhanced,
         max_batch_size=settings.max_batch_size,
         execution_mode=settings.execution_mode,
+        image_ids=command.image_ids,
     )
 
 

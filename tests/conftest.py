@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,10 +26,11 @@ from core.config import Settings
 from core.temporal_dev import search_attribute_keys, temporal_binary
 from db import migrate
 from db.session import make_engine
+from services.batches import engine_config
 from services.launcher import BatchLauncher, StepSignals
 from storage.local import LocalStorage
 from tests.s3_server import s3_server  # noqa: F401  (a session fixture: the local S3-compatible server)
-from worker import build_worker
+from worker import running_workers
 
 
 class TestEnvironment(BaseSettings):
@@ -115,12 +115,15 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 def make_settings(database_url: str, storage: LocalStorage, **overrides: object) -> Settings:
-    """Settings for one test: its own storage and task queue, fast retries, no rate limit."""
+    """Settings for one test: its own storage and task queues, fast retries, no rate limit, classic engine."""
     values: dict[str, object] = {
         "database_url": database_url,
         "storage_dir": storage.root,
         "execution_mode": "direct",
         "task_queue": f"test-{uuid.uuid4().hex}",
+        "sr_task_queue": f"test-sr-{uuid.uuid4().hex}",
+        # The network takes seconds even for a small image: tests that want it ask for it.
+        "enhance_engine": "classic",
         "rate_limit_enabled": False,
         "activity_max_attempts": 3,
         "activity_initial_retry_seconds": 0.05,
@@ -235,10 +238,10 @@ async def temporal_worker(h: Harness) -> AsyncIterator[None]:
         h.settings.activity_heartbeat_interval_seconds,
         h.settings.activity_progress_interval_seconds,
         on_step=StepSignals(h.temporal, asyncio.get_running_loop()),
+        engine_config=engine_config(h.settings),
     )
-    with ThreadPoolExecutor(max_workers=h.settings.image_workers) as executor:
-        async with build_worker(h.temporal, h.settings, activities, executor):
-            yield
+    async with running_workers(h.temporal, h.settings, activities):
+        yield
 
 
 @contextlib.asynccontextmanager

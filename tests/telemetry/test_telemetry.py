@@ -5,7 +5,6 @@ and log records that carry the batch, job and user ids."""
 import json
 import logging
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -29,7 +28,7 @@ from tests.conftest import eventually, temporal_address, temporal_api
 from tests.db_helpers import batch_row
 from tests.factories import make_album, make_image, make_images, make_user
 from tests.reliability.processes import free_port
-from worker import build_worker
+from worker import running_workers
 
 FINISHED = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -84,20 +83,19 @@ async def test_one_batch_traced_measured_and_logged(
     with temporal_api(client, primary_db_url, storage) as h:
         activities = BatchActivities(h.engine, h.storage, h.settings.max_image_pixels, 0.2)
         interceptors = [ProductMetricsInterceptor(h.engine)]
-        with ThreadPoolExecutor(max_workers=h.settings.image_workers) as executor:
-            async with build_worker(client, h.settings, activities, executor, interceptors):
-                user = make_user(h.engine)
-                album = make_album(h.engine, user)
-                make_images(h.engine, h.storage, album, 2)
-                make_image(h.engine, h.storage, album, b"not an image at all", sort_order=2)  # fails, refunded
-                async with h.async_http() as http:
-                    response = await http.post(
-                        f"/api/albums/{album}/enhance", headers=user.headers, json={"tier": "TIER_1K"}
-                    )
-                    assert response.status_code == 200, response.text
-                    batch_id = response.json()["batchId"]
-                    await eventually(lambda: batch_row(h.engine, batch_id).status in FINISHED, within=60)
-                    api_metrics = (await http.get("/metrics")).text
+        async with running_workers(client, h.settings, activities, interceptors):
+            user = make_user(h.engine)
+            album = make_album(h.engine, user)
+            make_images(h.engine, h.storage, album, 2)
+            make_image(h.engine, h.storage, album, b"not an image at all", sort_order=2)  # fails, refunded
+            async with h.async_http() as http:
+                response = await http.post(
+                    f"/api/albums/{album}/enhance", headers=user.headers, json={"tier": "TIER_1K"}
+                )
+                assert response.status_code == 200, response.text
+                batch_id = response.json()["batchId"]
+                await eventually(lambda: batch_row(h.engine, batch_id).status in FINISHED, within=60)
+                api_metrics = (await http.get("/metrics")).text
 
     # One trace: the API's server span is the ancestor of the workflow start, the workflow and every activity.
     finished = spans.get_finished_spans()

@@ -113,7 +113,7 @@ def upgrade() -> None:
     op.create_table(
         "batch",
         sa.Column("id", sa.String(length=100), nullable=False),
-        sa.Column("album_id", sa.String(), nullable=False),
+        sa.Column("album_id", sa.String(), nullable=True),
         sa.Column("user_id", sa.String(), nullable=False),
         sa.Column("tier", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
@@ -123,10 +123,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["album_id"],
-            ["album.id"],
-        ),
+        sa.ForeignKeyConstraint(["album_id"], ["album.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(
             ["user_id"],
             ["user.id"],
@@ -162,7 +159,7 @@ def upgrade() -> None:
     op.create_table(
         "enhancement_job",
         sa.Column("id", sa.String(), nullable=False),
-        sa.Column("image_id", sa.String(), nullable=False),
+        sa.Column("image_id", sa.String(), nullable=True),
         sa.Column("user_id", sa.String(), nullable=False),
         sa.Column("batch_id", sa.String(), nullable=False),
         sa.Column("position", sa.Integer(), nullable=False),
@@ -184,10 +181,7 @@ def upgrade() -> None:
             ["batch_id"],
             ["batch.id"],
         ),
-        sa.ForeignKeyConstraint(
-            ["image_id"],
-            ["image.id"],
-        ),
+        sa.ForeignKeyConstraint(["image_id"], ["image.id"], ondelete="SET NULL"),
         sa.ForeignKeyConstraint(
             ["user_id"],
             ["user.id"],
