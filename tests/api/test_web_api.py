@@ -13,6 +13,7 @@ from sqlmodel import Session
 
 from db.models import Album, Batch, BatchStatus, EnhancementJob, Image, JobStatus, LedgerType, Tier
 from db.session import session_scope
+from services.deployment import MARKER_KEY
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, ledger_entries
@@ -350,7 +351,7 @@ def test_deleting_an_album_removes_its_photos_and_keeps_its_batches(direct_harne
     response = h.http.delete(f"/api/albums/{album}", headers=user.headers)
     assert response.status_code == 204
     assert h.http.get(f"/api/albums/{album}", headers=user.headers).status_code == 404
-    assert not [p for p in h.storage.root.rglob("*") if p.is_file()]
+    assert [p for p in h.storage.root.rglob("*") if p.is_file()] == [h.storage.path_for(MARKER_KEY)]
     assert batch_row(h.engine, batch_id).album_id is None
     assert h.http.get(f"/api/batches/{batch_id}", headers=user.headers).json()["albumId"] is None
     assert balance(h.engine, user.id) == balance_before
