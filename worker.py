@@ -5,6 +5,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.worker import Worker
 
@@ -17,17 +18,41 @@ from storage.local import LocalStorage
 from workflows.batch_enhance import BatchEnhanceWorkflow
 
 
+def activity_slots(settings: Settings) -> int:
+    """Activities one worker runs at once: one per engine thread, plus spares that prepare the next images and keep
+    bookkeeping from queueing behind the engine (the engine itself stays at IMAGE_WORKERS threads)."""
+    return settings.image_workers + settings.worker_spare_activity_slots
+
+
+def worker_executor(settings: Settings) -> ThreadPoolExecutor:
+    """The thread pool the worker's activities run on: one thread per activity slot."""
+    return ThreadPoolExecutor(max_workers=activity_slots(settings), thread_name_prefix="activity")
+
+
+def worker_activities(engine: Engine, storage: LocalStorage, settings: Settings) -> BatchActivities:
+    """The activities as a worker runs them: the engine on IMAGE_WORKERS threads, whatever the activity slots."""
+    return BatchActivities(
+        engine,
+        storage,
+        settings.max_image_pixels,
+        settings.activity_heartbeat_interval_seconds,
+        engine_threads=settings.image_workers,
+    )
+
+
 def build_worker(
     client: Client, settings: Settings, activities: BatchActivities, executor: ThreadPoolExecutor
 ) -> Worker:
-    """A worker for the batch workflow, running image activities on a thread pool sized by the settings."""
+    """A worker for the batch workflow, running activities on a thread pool sized by the settings
+    (`worker_executor`). Activities are dispatched eagerly when the server allows it: the workflow task that
+    schedules an image hands it straight to this worker, without a trip through the task queue."""
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=[BatchEnhanceWorkflow],
         activities=activities.all(),
         activity_executor=executor,
-        max_concurrent_activities=settings.image_workers,
+        max_concurrent_activities=activity_slots(settings),
         # Every heartbeat reaches the server, so a cancel reaches an image in progress within about an interval.
         max_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
         default_heartbeat_throttle_interval=timedelta(seconds=settings.activity_heartbeat_interval_seconds),
@@ -38,15 +63,10 @@ async def run_worker(settings: Settings) -> None:
     """Run a worker and the reconciler until cancelled."""
     engine = make_engine(settings.database_url)
     init_db(engine)
-    activities = BatchActivities(
-        engine,
-        LocalStorage(settings.storage_dir),
-        settings.max_image_pixels,
-        settings.activity_heartbeat_interval_seconds,
-    )
+    activities = worker_activities(engine, LocalStorage(settings.storage_dir), settings)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
-    with ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="activity") as executor:
+    with worker_executor(settings) as executor:
         worker = build_worker(client, settings, activities, executor)
         reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings))
         try:

@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     rate_limit_window_seconds: int = 60
     idempotency_ttl_seconds: int = 24 * 3600
 
+    # Worker sizing. A worker runs IMAGE_WORKERS images through the engine at once and this many more activities
+    # beside them: the next images are claimed and read, and batches' bookkeeping runs, while the engine threads
+    # are busy, so with several batches the engine (not the orchestration) is what waits for nothing.
+    worker_spare_activity_slots: int = Field(default=4, ge=0)
+
 
 @lru_cache
 def get_settings() -> Settings:

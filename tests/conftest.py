@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,14 +20,13 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.batch import BatchActivities
 from api.main import create_app
 from core.config import Settings
-from core.temporal_dev import search_attribute_keys, temporal_binary
+from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
 from db.session import init_db, make_engine
 from services.launcher import BatchLauncher
 from storage.local import LocalStorage
-from worker import build_worker
+from worker import build_worker, worker_activities, worker_executor
 
 
 class TestEnvironment(BaseSettings):
@@ -194,6 +192,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         search_attributes=search_attribute_keys(),
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_args(),
     )
     try:
         yield env
@@ -225,10 +224,8 @@ def temporal_api(
 async def temporal_worker(h: Harness) -> AsyncIterator[None]:
     """A worker serving the harness's task queue, with the harness's storage."""
     assert h.temporal is not None
-    activities = BatchActivities(
-        h.engine, h.storage, h.settings.max_image_pixels, h.settings.activity_heartbeat_interval_seconds
-    )
-    with ThreadPoolExecutor(max_workers=h.settings.image_workers) as executor:
+    activities = worker_activities(h.engine, h.storage, h.settings)
+    with worker_executor(h.settings) as executor:
         async with build_worker(h.temporal, h.settings, activities, executor):
             yield
 
