@@ -39,15 +39,19 @@ def lock_album(session: Session, album_id: str) -> None:
     session.exec(update(Album).where(col(Album.id) == album_id).values(id=Album.id))
 
 
-def images_to_enhance(session: Session, album_id: str, tier: Tier, skip_already_enhanced: bool) -> list[Image]:
-    """The album's images, minus those done or in flight at this tier when skipping."""
-    images = list(
+def album_images(session: Session, album_id: str) -> list[Image]:
+    """The album's images in processing order."""
+    return list(
         session.exec(
             select(Image)
             .where(col(Image.album_id) == album_id)
             .order_by(col(Image.sort_order), col(Image.created_at), col(Image.id))
         )
     )
+
+
+def images_to_enhance(session: Session, images: list[Image], tier: Tier, skip_already_enhanced: bool) -> list[Image]:
+    """The given images, minus those done or in flight at this tier when skipping."""
     if not skip_already_enhanced:
         return images
     covered = set(
@@ -82,10 +86,10 @@ def plan_and_charge(
 ) -> PlannedBatch:
     """Apply the contract's rules after ownership: images, skip filter, size, cost, balance, charge, job rows."""
     lock_album(session, album_id)
-    total = session.exec(select(Image.id).where(col(Image.album_id) == album_id)).all()
+    total = album_images(session, album_id)  # one query for the count and the images
     if not total:
         raise NotFound("No images found in album")
-    to_enhance = images_to_enhance(session, album_id, tier, skip_already_enhanced)
+    to_enhance = images_to_enhance(session, total, tier, skip_already_enhanced)
     skipped = len(total) - len(to_enhance)
     if not to_enhance:
         balance = session.exec(select(User.token_balance).where(col(User.id) == user_id)).one()
