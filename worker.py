@@ -12,7 +12,7 @@ from temporalio.worker import Worker
 from activities.batch import BatchActivities
 from core.config import Settings, get_settings
 from db.session import init_db, make_engine
-from services.launcher import TemporalLauncher
+from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.local import LocalStorage
 from workflows.batch_enhance import BatchEnhanceWorkflow
@@ -29,13 +29,16 @@ def worker_executor(settings: Settings) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=activity_slots(settings), thread_name_prefix="activity")
 
 
-def worker_activities(engine: Engine, storage: LocalStorage, settings: Settings) -> BatchActivities:
-    """The activities as a worker runs them: the engine on IMAGE_WORKERS threads, whatever the activity slots."""
+def worker_activities(engine: Engine, storage: LocalStorage, settings: Settings, client: Client) -> BatchActivities:
+    """The activities as a worker runs them (call on the worker's event loop): a long job's steps go to its
+    workflow as signals, and the engine runs on IMAGE_WORKERS threads whatever the activity slots."""
     return BatchActivities(
         engine,
         storage,
         settings.max_image_pixels,
         settings.activity_heartbeat_interval_seconds,
+        settings.activity_progress_interval_seconds,
+        on_step=StepSignals(client, asyncio.get_running_loop()),
         engine_threads=settings.image_workers,
     )
 
@@ -63,8 +66,8 @@ async def run_worker(settings: Settings) -> None:
     """Run a worker and the reconciler until cancelled."""
     engine = make_engine(settings.database_url)
     init_db(engine)
-    activities = worker_activities(engine, LocalStorage(settings.storage_dir), settings)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    activities = worker_activities(engine, LocalStorage(settings.storage_dir), settings, client)
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
     with worker_executor(settings) as executor:
         worker = build_worker(client, settings, activities, executor)

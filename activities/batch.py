@@ -5,7 +5,10 @@ driver); only the JobControl differs: how progress is reported and how a cancel 
 """
 
 import contextvars
+import functools
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,20 +42,43 @@ from workflows.inputs import (
     SetBatchStatusInput,
 )
 
+log = logging.getLogger(__name__)
+
 
 class JobInterrupted(Exception):
     """A cancel reached an image while it was being enhanced (direct mode; Temporal raises its CancelledError)."""
 
 
-class JobControl(Protocol):
-    """How an image in progress reports that it is alive and learns that it was cancelled."""
+Publish = Callable[[str], None]
 
-    def checkpoint(self, details: str | None = None) -> None:
-        """Record progress; raise if the job was cancelled (the caller stops there, nothing committed)."""
+
+class ProgressThrottle:
+    """Passes on a job's step (e.g. "tile 3 of 12") only once the job has run `interval` seconds, and then at most
+    once an interval and only when it changed: a quick image publishes nothing, a long one a line now and then."""
+
+    def __init__(self, publish: Publish, interval: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.publish = publish
+        self.interval = interval
+        self.clock = clock
+        self._last_time = clock()
+        self._last_step: str | None = None
+
+    def offer(self, step: str) -> None:
+        now = self.clock()
+        if step != self._last_step and now - self._last_time >= self.interval:
+            self._last_time, self._last_step = now, step
+            self.publish(step)
+
+
+class JobControl(Protocol):
+    """How an image in progress reports its step and learns that it was cancelled."""
+
+    def checkpoint(self, step: str | None = None) -> None:
+        """Record the step; raise if the job was cancelled (the caller stops there, nothing committed)."""
         ...
 
-    def working(self) -> Any:
-        """A context manager around the whole job (e.g. heartbeats in the background while it runs)."""
+    def working(self, publish: Publish) -> Any:
+        """A context manager around the whole job; `publish` shows a step to users and operators."""
         ...
 
 
@@ -60,27 +86,30 @@ class TemporalJobControl:
     """Heartbeats every `interval` seconds from a helper thread while the job runs, so the server sees it alive
     however long a step takes and delivers a cancel promptly; checkpoints turn that cancel into CancelledError."""
 
-    def __init__(self, interval: float) -> None:
+    def __init__(self, interval: float, publish_interval: float) -> None:
         self.interval = interval
-        self._details = "starting"
+        self.publish_interval = publish_interval
+        self._step = "starting"
 
-    def checkpoint(self, details: str | None = None) -> None:
-        if details is not None:
-            self._details = details
+    def checkpoint(self, step: str | None = None) -> None:
+        if step is not None:
+            self._step = step
         if activity.is_cancelled():
             raise CancelledError("Cancelled while enhancing")
 
     @contextmanager
-    def working(self) -> Iterator[None]:
+    def working(self, publish: Publish) -> Iterator[None]:
         stop = threading.Event()
         context = contextvars.copy_context()  # the activity's context, so heartbeat() knows which activity
+        throttle = ProgressThrottle(publish, self.publish_interval)
 
         def beat() -> None:
             while not stop.wait(self.interval):
-                activity.heartbeat(self._details)
+                activity.heartbeat(self._step)
+                throttle.offer(self._step)
 
         ticker = threading.Thread(target=context.run, args=(beat,), name="heartbeat", daemon=True)
-        activity.heartbeat(self._details)
+        activity.heartbeat(self._step)
         ticker.start()
         try:
             yield
@@ -92,26 +121,44 @@ class TemporalJobControl:
 class DirectJobControl:
     """In-process: a cancel is an event the driver sets; checkpoints raise JobInterrupted once it is set."""
 
-    def __init__(self, cancelled: threading.Event) -> None:
+    def __init__(self, cancelled: threading.Event, publish_interval: float, on_step: Publish | None = None) -> None:
         self.cancelled = cancelled
+        self.publish_interval = publish_interval
+        self.on_step = on_step  # the in-process driver's own view of the step
+        self._throttle: ProgressThrottle | None = None
 
-    def checkpoint(self, details: str | None = None) -> None:
+    def checkpoint(self, step: str | None = None) -> None:
+        if step is not None and self._throttle is not None:
+            self._throttle.offer(step)
         if self.cancelled.is_set():
             raise JobInterrupted("Cancelled while enhancing")
 
     @contextmanager
-    def working(self) -> Iterator[None]:
-        yield
+    def working(self, publish: Publish) -> Iterator[None]:
+        def publish_here_too(step: str) -> None:
+            publish(step)
+            if self.on_step is not None:
+                self.on_step(step)
+
+        self._throttle = ProgressThrottle(publish_here_too, self.publish_interval)
+        try:
+            yield
+        finally:
+            self._throttle = None
 
 
 _current_control: contextvars.ContextVar[JobControl | None] = contextvars.ContextVar("job_control", default=None)
 
 
-def checkpoint(details: str | None = None) -> None:
-    """A point where the job in progress on this thread reports progress and stops if it was cancelled."""
+def checkpoint(step: str | None = None) -> None:
+    """A point where the job in progress on this thread reports its step and stops if it was cancelled."""
     control = _current_control.get()
     if control is not None:
-        control.checkpoint(details)
+        control.checkpoint(step)
+
+
+# Tells the batch's driver about a job's step: (batch id, job id, step).
+StepListener = Callable[[str, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -130,6 +177,8 @@ class BatchActivities:
         storage: LocalStorage,
         max_image_pixels: int,
         heartbeat_interval: float = 0.5,
+        progress_interval: float = 2.0,
+        on_step: StepListener | None = None,
         engine_threads: int | None = None,
     ) -> None:
         """`engine_threads` bounds how many images are enhanced at once when more jobs than that may run at a time
@@ -138,6 +187,8 @@ class BatchActivities:
         self.storage = storage
         self.max_image_pixels = max_image_pixels
         self.heartbeat_interval = heartbeat_interval
+        self.progress_interval = progress_interval
+        self.on_step = on_step  # e.g. a signal to the job's workflow, so its progress query shows the step
         self._engine_gate = threading.BoundedSemaphore(engine_threads) if engine_threads is not None else None
 
     # Cancellation is cooperative (checkpoints), never an exception thrown into the thread at an arbitrary point,
@@ -145,9 +196,10 @@ class BatchActivities:
     @activity.defn(name=Activity.PROCESS_JOB, no_thread_cancel_exception=True)
     def process_job(self, inp: ProcessJobInput) -> ProcessJobResult:
         """The Temporal activity: enhance_job with heartbeats and Temporal's cancellation."""
-        return self.enhance_job(inp, TemporalJobControl(self.heartbeat_interval))
+        control = TemporalJobControl(self.heartbeat_interval, self.progress_interval)
+        return self.enhance_job(inp, control, activity.info().workflow_id or "")
 
-    def enhance_job(self, inp: ProcessJobInput, control: JobControl) -> ProcessJobResult:
+    def enhance_job(self, inp: ProcessJobInput, control: JobControl, batch_id: str) -> ProcessJobResult:
         """Mark the job PROCESSING, enhance its image, store the JPEG and mark it COMPLETED (idempotent).
 
         A cancel noticed at a checkpoint leaves the job PROCESSING (the driver then closes and refunds it); once
@@ -155,10 +207,24 @@ class BatchActivities:
         """
         token = _current_control.set(control)
         try:
-            with control.working():
+            with control.working(functools.partial(self._publish_step, batch_id, inp.job_id)):
                 return self._enhance(inp.job_id)
         finally:
             _current_control.reset(token)
+
+    def _publish_step(self, batch_id: str, job_id: str, step: str) -> None:
+        """Show a long job's step on its row (the batch API) and to its driver; best effort, never fails the job."""
+        try:
+            with session_scope(self.engine) as session:
+                session.exec(
+                    update(EnhancementJob)
+                    .where(col(EnhancementJob.id) == job_id, col(EnhancementJob.status) == JobStatus.PROCESSING)
+                    .values(progress=step[:100])
+                )
+            if self.on_step is not None:
+                self.on_step(batch_id, job_id, step)
+        except Exception:
+            log.warning("could not publish the step of job %s", job_id, exc_info=True)
 
     def _enhance(self, job_id: str) -> ProcessJobResult:
         claim = self._claim(job_id)
@@ -266,6 +332,7 @@ class BatchActivities:
                     enhanced_height=height,
                     enhanced_size_bytes=size,
                     error_message=None,
+                    progress=None,
                     finished_at=utcnow(),
                 )
                 .returning(col(EnhancementJob.id))
@@ -291,3 +358,8 @@ class BatchActivities:
 
 
 _UNFINISHED = (BatchStatus.CHARGED, *ACTIVE_BATCH_STATUSES)
+
+
+def _steps_as_checkpoints(done: int, total: int) -> None:
+    """The engine's progress (every SR tile is a step): a checkpoint each, so a cancel lands between tiles."""
+    checkpoint(f"tile {done} of {total}" if total > 1 else "enhancing")

@@ -76,7 +76,11 @@ def create_app(
         store = storage if storage is not None else LocalStorage(settings.storage_dir)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
         activities = BatchActivities(
-            engine, store, settings.max_image_pixels, settings.activity_heartbeat_interval_seconds
+            engine,
+            store,
+            settings.max_image_pixels,
+            settings.activity_heartbeat_interval_seconds,
+            settings.activity_progress_interval_seconds,
         )
         app.state.settings, app.state.engine, app.state.storage = settings, engine, store
         launcher = await _make_launcher(settings, activities, executor)

@@ -127,6 +127,7 @@ class JobOut(ApiModel):
     tokens_refunded: int
     attempts: int
     error_message: str | None
+    progress: str | None = Field(default=None, description='The step of a long enhancement, e.g. "tile 3 of 12"')
     enhanced_width: int | None
     enhanced_height: int | None
     enhanced_size_bytes: int | None

@@ -546,8 +546,8 @@ async def run(postgres: str, rounds: int, latency_seconds: float) -> dict[str, A
             engine = make_engine(database_url)
             init_db(engine)
             storage = LocalStorage(settings.storage_dir)
-            activities = worker_activities(engine, storage, settings)
             client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+            activities = worker_activities(engine, storage, settings, client)
             user_id, _ = make_user(engine, tokens=10_000_000)
             stack = Stack(settings, engine, storage, activities, client, sources, user_id)
             with worker_executor(settings) as executor:

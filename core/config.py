@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     activity_start_to_close_seconds: float = 300.0
     # How often an image in progress heartbeats (and so how soon it notices a cancel); the worker sends every one.
     activity_heartbeat_interval_seconds: float = Field(default=0.5, gt=0)
+    # A long image (e.g. super-resolution, tile by tile) shows its step on its job row and in the progress query
+    # once it has run this long, and then at most this often; quick images publish nothing.
+    activity_progress_interval_seconds: float = Field(default=2.0, gt=0)
     # Direct mode: how often a running batch reads its row for commands sent to another API process.
     direct_poll_interval_seconds: float = Field(default=0.5, gt=0)
 

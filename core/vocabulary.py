@@ -67,6 +67,7 @@ class Signal(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
+    JOB_STEP = "job_step"  # sent by a long-running image activity: the step it is at (e.g. "tile 3 of 12")
 
 
 PROGRESS_QUERY = "progress"

@@ -115,6 +115,7 @@ class EnhancementJob(SQLModel, table=True):
     tokens_refunded: int = 0
     attempts: int = 0
     error_message: str | None = Field(default=None, max_length=1000)
+    progress: str | None = Field(default=None, max_length=100)  # the step of a long job, e.g. "tile 3 of 12"
     enhanced_key: str | None = Field(default=None, max_length=300)
     enhanced_width: int | None = None
     enhanced_height: int | None = None

@@ -2,6 +2,7 @@
 
 import asyncio
 import logging
+from concurrent.futures import Future
 from typing import Any, Protocol
 
 from temporalio.client import Client, WorkflowHandle
@@ -16,9 +17,30 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core.vocabulary import BatchStatus, SearchAttribute, Signal
 from workflows.batch_enhance import BatchEnhanceWorkflow
-from workflows.inputs import BatchEnhanceInput
+from workflows.inputs import BatchEnhanceInput, JobStep
 
 log = logging.getLogger(__name__)
+
+
+class StepSignals:
+    """Forwards a long job's step to its workflow as the job_step signal; callable from any thread (the activity's
+    heartbeat thread), never waits, and a lost step is only logged: the next one follows."""
+
+    def __init__(self, client: Client, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.loop = loop
+
+    def __call__(self, batch_id: str, job_id: str, step: str) -> None:
+        sent = asyncio.run_coroutine_threadsafe(self._send(batch_id, JobStep(job_id, step)), self.loop)
+        sent.add_done_callback(_log_failure)
+
+    async def _send(self, batch_id: str, update: JobStep) -> None:
+        await self.client.get_workflow_handle(batch_id).signal(Signal.JOB_STEP, update)
+
+
+def _log_failure(sent: Future[None]) -> None:
+    if not sent.cancelled() and sent.exception() is not None:
+        log.warning("could not send a job step", exc_info=sent.exception())
 
 
 class BatchLauncher(Protocol):

@@ -224,7 +224,7 @@ def temporal_api(
 async def temporal_worker(h: Harness) -> AsyncIterator[None]:
     """A worker serving the harness's task queue, with the harness's storage."""
     assert h.temporal is not None
-    activities = worker_activities(h.engine, h.storage, h.settings)
+    activities = worker_activities(h.engine, h.storage, h.settings, h.temporal)
     with worker_executor(h.settings) as executor:
         async with build_worker(h.temporal, h.settings, activities, executor):
             yield

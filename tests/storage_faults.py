@@ -23,7 +23,7 @@ class GatedStorage(LocalStorage):
         if key in self.gated:
             self.waiting.set()
             while not self.release.wait(0.05):
-                checkpoint()  # a cancel reaches the held image as it would reach one being enhanced
+                checkpoint("held")  # a cancel reaches the held image as it would reach one being enhanced
         return super().get(key)
 
 

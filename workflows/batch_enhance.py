@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         CloseJobInput,
         CloseJobResult,
         FinishBatchInput,
+        JobStep,
         ProcessJobInput,
         ProcessJobResult,
         SetBatchStatusInput,
@@ -162,6 +163,12 @@ class BatchEnhanceWorkflow:
     def cancel(self) -> None:
         """Stop the image in progress at its next checkpoint, cancel and refund it and every remaining image."""
         self._command(self._cancel)
+
+    @workflow.signal(name=Signal.JOB_STEP)
+    def job_step(self, update: JobStep) -> None:
+        """The step a long-running image is at (sent by its activity), shown by the progress query and details."""
+        self._policy.job_step(update.job_id, update.step)
+        self.report(self._policy)
 
     @workflow.query(name=PROGRESS_QUERY)
     def progress(self) -> BatchProgress:

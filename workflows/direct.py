@@ -67,6 +67,10 @@ class DirectBatch:
         self.policy.resume()
         self._changed.set()
 
+    def job_step(self, job_id: str, step: str) -> None:
+        self.policy.job_step(job_id, step)
+        self.progress = self.policy.snapshot()
+
     def cancel(self) -> None:
         self.policy.request_cancel()
         self._job_cancelled.set()
@@ -79,12 +83,17 @@ class DirectBatch:
         if self.policy.cancel_requested:
             return Interrupted()
         retry = self.inp.retry
-        control = DirectJobControl(self._job_cancelled)
+        loop = asyncio.get_running_loop()
+
+        def on_step(step: str) -> None:  # called on the image's thread
+            loop.call_soon_threadsafe(self.job_step, job.job_id, step)
+
+        control = DirectJobControl(self._job_cancelled, self.activities.progress_interval, on_step)
         attempt = 1
         while True:
             try:
                 result: ProcessJobResult = await self._on_image_thread(
-                    self.activities.enhance_job, ProcessJobInput(job.job_id), control
+                    self.activities.enhance_job, ProcessJobInput(job.job_id), control, self.inp.batch_id
                 )
                 return Enhanced(JobStatus(result.status))
             except JobInterrupted:

@@ -71,6 +71,14 @@ class SetBatchStatusInput:
     status: str
 
 
+@dataclass(frozen=True)
+class JobStep:
+    """The step a long-running image is at, e.g. "tile 3 of 12" (the `job_step` signal)."""
+
+    job_id: str
+    step: str
+
+
 @dataclass
 class BatchProgress:
     """Answer of the `progress` query."""
@@ -86,6 +94,7 @@ class BatchProgress:
     current_job_id: str | None = None
     current_image_id: str | None = None
     tokens_refunded: int = 0
+    current_step: str | None = None
     status: str = "RUNNING"
     details: str = ""
 

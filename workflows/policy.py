@@ -129,6 +129,11 @@ class BatchPolicy:
         """Cancel the image in progress and every remaining one; idempotent."""
         self.progress.cancel_requested = True
 
+    def job_step(self, job_id: str, step: str) -> None:
+        """Note the step of the image in progress (a late report about an earlier image is ignored)."""
+        if self.progress.current_job_id == job_id:
+            self.progress.current_step = step
+
     def may_continue(self) -> bool:
         """Whether a driver waiting in WaitWhilePaused should ask for the next step."""
         return not self.paused or self.cancel_requested
@@ -164,7 +169,7 @@ class BatchPolicy:
         if not self._remaining or self._remaining[0] != job:
             raise ValueError(f"job {job.job_id} is not the one in progress")
         self._remaining.popleft()
-        self.progress.current_job_id = self.progress.current_image_id = None
+        self.progress.current_job_id = self.progress.current_image_id = self.progress.current_step = None
         match outcome:
             case Enhanced(status):
                 self._count(status)
@@ -209,7 +214,8 @@ class BatchPolicy:
         if self._shown == BatchStatus.PAUSED:
             return f"Paused after {done} of {p.total} images"
         if p.current_image_id is not None:
-            return f"Enhancing image {done + 1} of {p.total} ({p.current_image_id}, job {p.current_job_id})"
+            step = f": {p.current_step}" if p.current_step else ""
+            return f"Enhancing image {done + 1} of {p.total} ({p.current_image_id}, job {p.current_job_id}){step}"
         return f"{done} of {p.total} images done"
 
     def snapshot(self) -> BatchProgress:

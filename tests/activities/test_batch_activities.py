@@ -99,8 +99,8 @@ def test_a_job_waits_for_an_engine_thread_and_still_notices_a_cancel(db_url: str
     gated._engine_gate.acquire()  # the one engine thread is busy with another image
     cancelled = threading.Event()
     with ThreadPoolExecutor(max_workers=2) as pool:
-        waiting = pool.submit(gated.enhance_job, ProcessJobInput(waiting_job), DirectJobControl(cancelled))
-        later = pool.submit(gated.enhance_job, ProcessJobInput(later_job), DirectJobControl(threading.Event()))
+        waiting = pool.submit(gated.enhance_job, ProcessJobInput(waiting_job), DirectJobControl(cancelled, 60), "b")
+        later = pool.submit(gated.enhance_job, ProcessJobInput(later_job), DirectJobControl(threading.Event(), 60), "b")
         wait_until(lambda: job(gated, waiting_job).status == JobStatus.PROCESSING)
         wait_until(lambda: job(gated, later_job).status == JobStatus.PROCESSING)
         assert not waiting.done() and not later.done(), "neither enhances while the engine thread is taken"

@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import pytest
 
+from activities.batch import ProgressThrottle
 from core.vocabulary import BatchStatus, JobStatus
 from workflows.inputs import BatchEnhanceInput, CloseJobResult
 from workflows.policy import (
@@ -183,3 +184,32 @@ def test_progress_counts_and_input_order() -> None:
     snapshot = policy.snapshot()
     assert (snapshot.total, snapshot.pending, snapshot.current_image_id) == (2, 2, "i1")
     assert snapshot.details == "Enhancing image 1 of 2 (i1, job j1)"
+
+
+def test_a_step_shows_only_for_the_image_in_progress() -> None:
+    policy = BatchPolicy("b", JOBS)
+    policy.next_step()
+    policy.job_step("job-2", "tile 1 of 4")  # late news about another image
+    assert policy.snapshot().current_step is None
+    policy.job_step("job-1", "tile 3 of 4")
+    assert policy.details().endswith(": tile 3 of 4")
+    policy.enhanced(JOBS[0], Enhanced(JobStatus.COMPLETED))
+    assert policy.snapshot().current_step is None
+
+
+def test_progress_throttle_publishes_long_jobs_only_and_rarely() -> None:
+    now = [0.0]
+    published: list[str] = []
+    throttle = ProgressThrottle(published.append, interval=2.0, clock=lambda: now[0])
+    throttle.offer("tile 1 of 9")  # a quick image publishes nothing
+    now[0] = 2.5
+    throttle.offer("tile 2 of 9")
+    now[0] = 3.0
+    throttle.offer("tile 3 of 9")  # too soon
+    now[0] = 5.0
+    throttle.offer("tile 3 of 9")
+    throttle.offer("tile 4 of 9")
+    now[0] = 7.5
+    throttle.offer("tile 4 of 9")
+    throttle.offer("tile 5 of 9")  # too soon again
+    assert published == ["tile 2 of 9", "tile 3 of 9", "tile 4 of 9"]
