@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup dev dev-direct worker test lint bench clean
+.PHONY: setup dev dev-direct worker test lint bench bench-api clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ lint: setup
 
 bench: setup        ## imaging benchmark; writes bench/results/
 	$(BIN)/python -m bench.imaging
+
+bench-api: setup    ## API load benchmark on PostgreSQL (BENCH_DATABASE_URL names the server); writes bench/results/
+	$(BIN)/python -m bench.api
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@ from temporalio.worker import Worker
 
 from activities.batch import BatchActivities
 from core.config import Settings, get_settings
-from db.session import init_db, make_engine
+from db.session import PoolSettings, init_db, make_engine
 from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.local import LocalStorage
@@ -64,7 +64,9 @@ def build_worker(
 
 async def run_worker(settings: Settings) -> None:
     """Run a worker and the reconciler until cancelled."""
-    engine = make_engine(settings.database_url)
+    # Sized like the API's: at least one connection per image thread plus the reconciler's.
+    pool = PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
+    engine = make_engine(settings.database_url, pool)
     init_db(engine)
     client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
     activities = worker_activities(engine, LocalStorage(settings.storage_dir), settings, client)

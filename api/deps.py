@@ -14,6 +14,7 @@ from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
 from services.launcher import BatchLauncher
+from services.uploads import DecodeSlots
 from storage.local import LocalStorage
 
 T = TypeVar("T")
@@ -38,10 +39,17 @@ def get_launcher(request: Request) -> BatchLauncher:
     return request.app.state.launcher
 
 
+def get_decode_slots(request: Request) -> DecodeSlots:
+    return request.app.state.decode_slots
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
-SessionDep = Annotated[Session, Depends(get_db)]
+# Closed as soon as the route function returns, before the response is sent: a slow reader of the response
+# does not hold a database connection.
+SessionDep = Annotated[Session, Depends(get_db, scope="function")]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
 LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
+DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
 
 
 def hash_api_key(api_key: str) -> str:
@@ -55,6 +63,9 @@ def get_current_user(
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("Unauthorized")
     user = session.exec(select(User).where(col(User.api_key_hash) == hash_api_key(credentials.credentials))).first()
+    # End the read transaction: the connection goes back to the pool while the request reads its body or
+    # waits for its next step, instead of being held from authentication to the response.
+    session.commit()
     if user is None:
         raise Unauthorized("Unauthorized")
     return user
@@ -113,14 +124,25 @@ def get_owned_batch(batch_id: Annotated[str, Path(alias="batchId")], user: Curre
 OwnedBatch = Annotated[Batch, Depends(get_owned_batch)]
 
 
+ENHANCE_FIELDS = ("tier", "skipAlreadyEnhanced")
+
+
 async def parse_enhance_request(request: Request) -> EnhanceRequest:
-    """Parse the enhance body after authentication, so the contract's validation order holds."""
+    """Parse the enhance body after authentication, so the contract's validation order holds.
+
+    The body is at most MAX_JSON_BYTES (BodySizeLimit). Unknown fields are refused rather than ignored: a
+    misspelt `skipAlreadyEnhanced` would otherwise silently re-enhance, and charge for, every image.
+    """
     try:
         payload = await request.json()
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser allows
         raise InvalidRequest("Request body must be valid JSON") from exc
     if not isinstance(payload, dict):
         raise InvalidRequest("Request body must be a JSON object")
+    unknown = sorted(str(name)[:50] for name in payload if name not in ENHANCE_FIELDS)
+    if unknown:
+        named = ", ".join(unknown[:5]) + (", …" if len(unknown) > 5 else "")
+        raise InvalidRequest(f"Unknown field(s) in request body: {named}. Allowed: {', '.join(ENHANCE_FIELDS)}")
     try:
         return EnhanceRequest.model_validate(payload)
     except ValidationError as exc:

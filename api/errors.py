@@ -7,6 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.errors import (
@@ -71,6 +72,27 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
 
+# Retry soon: the pool frees up within milliseconds, and a database outage is for the readiness probe to report.
+DATABASE_RETRY_AFTER = "1"
+
+
+async def _database_busy(request: Request, exc: Exception) -> JSONResponse:
+    log.warning("no database connection within the pool timeout on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": "Database busy; retry shortly"}, status_code=503, headers={"Retry-After": DATABASE_RETRY_AFTER}
+    )
+
+
+async def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # The driver's message can name hosts and users: it goes to the log, not to the caller.
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return JSONResponse(
+        {"error": "Database unavailable; retry shortly"},
+        status_code=503,
+        headers={"Retry-After": DATABASE_RETRY_AFTER},
+    )
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # Close the connection: the server drops it after an unexpected error anyway.
@@ -82,4 +104,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DomainError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(sa_exc.TimeoutError, _database_busy)  # the pool's, not a statement's
+    for unavailable in (sa_exc.OperationalError, sa_exc.InterfaceError, sa_exc.DisconnectionError):
+        app.add_exception_handler(unavailable, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -8,18 +8,21 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
+from api import health
 from api.errors import install_error_handlers
-from api.limits import BodySizeLimit
+from api.limits import AdmissionGate, BodyLimits, BodySizeLimit
 from api.routes import albums, batches, images, jobs, me
 from core.config import Settings, get_settings
-from db.session import init_db, make_engine
+from db.session import PoolSettings, init_db, make_engine
 from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
+from services.uploads import DecodeSlots
 from storage.local import LocalStorage
 from workflows.direct import DirectLauncher
 
@@ -30,22 +33,36 @@ for module in (me, albums, images, jobs, batches):
     api_router.include_router(module.router)
 
 
-async def _make_launcher(
-    settings: Settings, activities: BatchActivities, executor: ThreadPoolExecutor
-) -> BatchLauncher:
+async def _temporal_client(settings: Settings) -> Client | None:
     if settings.execution_mode == "direct":
-        return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
+        return None
     # Lazy: the API starts (and refunds failed starts) even while Temporal is unreachable.
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
+    return await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace, lazy=True)
+
+
+def _make_launcher(
+    settings: Settings, client: Client | None, activities: BatchActivities, executor: ThreadPoolExecutor
+) -> BatchLauncher:
+    if client is None:
+        return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
+
+
+def _pool_settings(settings: Settings) -> PoolSettings:
+    return PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
 
 
 def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
     """The schema as served: request validation errors are 400 `{"error", "details"}`, never FastAPI's 422."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        for operation in (op for path in schema["paths"].values() for op in path.values()):
+        for route, operation in ((route, op) for route, path in schema["paths"].items() for op in path.values()):
             responses = operation.get("responses", {})
+            if route.startswith("/api/"):
+                # AdmissionGate and the database handlers can answer any API route so.
+                responses.setdefault("503", _SATURATED_RESPONSE)
+            if "requestBody" in operation:
+                responses.setdefault("413", {"description": "Request body too large", "content": _ERROR_CONTENT})
             if "HTTPValidationError" in str(responses.get("422", "")):
                 del responses["422"]
                 # A string path parameter cannot fail validation; a body, query or header can.
@@ -58,6 +75,11 @@ def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
 
 
 _ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorOut"}}}
+_SATURATED_RESPONSE = {
+    "description": "Saturated, or the database is unavailable: retry after `Retry-After` seconds",
+    "headers": {"Retry-After": {"schema": {"type": "integer"}}},
+    "content": _ERROR_CONTENT,
+}
 
 
 def create_app(
@@ -71,7 +93,9 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
+        # Sync routes run on this many threads: as many as requests are admitted (AdmissionGate).
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_concurrency
+        engine = make_engine(settings.database_url, _pool_settings(settings))
         init_db(engine)
         store = storage if storage is not None else LocalStorage(settings.storage_dir)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
@@ -83,7 +107,10 @@ def create_app(
             settings.activity_progress_interval_seconds,
         )
         app.state.settings, app.state.engine, app.state.storage = settings, engine, store
-        launcher = await _make_launcher(settings, activities, executor)
+        app.state.temporal_client = client = await _temporal_client(settings)
+        app.state.health_limiters = health.HealthLimiters()
+        app.state.decode_slots = DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds)
+        launcher = _make_launcher(settings, client, activities, executor)
         if wrap_launcher is not None:
             launcher = wrap_launcher(launcher)
         app.state.launcher = launcher
@@ -107,12 +134,14 @@ def create_app(
     )
     install_error_handlers(app)
     app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    # The size limit is outermost, so an oversized body is refused before it can wait for a slot.
+    app.add_middleware(
+        AdmissionGate,
+        limit=settings.api_concurrency,
+        timeout=settings.api_queue_timeout_seconds,
+        exempt=health.HEALTH_PATHS,
+    )
+    app.add_middleware(BodySizeLimit, limits=BodyLimits(settings.max_upload_bytes, settings.max_json_bytes))
     app.include_router(api_router)
-
-    @app.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        """Liveness probe."""
-        return {"status": "ok"}
-
+    app.include_router(health.router)
     return app

@@ -95,7 +95,7 @@ class UploadOut(ApiModel):
 
 
 class EnhanceRequest(ApiModel):
-    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=False)
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False)
     tier: TierName
     skip_already_enhanced: bool = Field(default=True, strict=True)
 

@@ -4,8 +4,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Connections kept beside the admitted requests: one for the readiness probe, one for the reconciler.
+RESERVED_CONNECTIONS = 2
 
 
 class Settings(BaseSettings):
@@ -55,10 +58,41 @@ class Settings(BaseSettings):
     rate_limit_window_seconds: int = 60
     idempotency_ttl_seconds: int = 24 * 3600
 
+    # Saturation and bounded input. Each admitted request holds at most one database connection at a time, so
+    # the pool must cover the admitted requests, the image threads of direct mode and the two reserved for the
+    # readiness probe and the reconciler; settings that break this are refused at start.
+    api_concurrency: int = Field(default=16, ge=1)  # requests served at once; also the threads for sync routes
+    api_queue_timeout_seconds: float = Field(default=2.0, gt=0)  # wait for a slot, then 503
+    db_pool_size: int | None = Field(default=None, ge=1)  # unset: exactly what the rule below needs (20)
+    db_max_overflow: int = Field(default=0, ge=0)
+    db_pool_timeout_seconds: float = Field(default=5.0, gt=0)  # wait for a connection, then 503
+    max_json_bytes: int = Field(default=64 * 1024, ge=1)  # any body that is not a multipart upload
+    max_upload_pixels: int = Field(default=200_000_000, ge=1)  # declared pixels of all files of one upload
+    upload_decode_slots: int = Field(default=2, ge=1)  # uploads decoded at once per process (~240 MB per 60 MP)
+    upload_decode_wait_seconds: float = Field(default=10.0, gt=0)  # wait for a decode slot, then 503
+    readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
+
     # Worker sizing. A worker runs IMAGE_WORKERS images through the engine at once and this many more activities
     # beside them: the next images are claimed and read, and batches' bookkeeping runs, while the engine threads
     # are busy, so with several batches the engine (not the orchestration) is what waits for nothing.
     worker_spare_activity_slots: int = Field(default=4, ge=0)
+
+    @property
+    def connections_needed(self) -> int:
+        return self.api_concurrency + self.image_workers + RESERVED_CONNECTIONS
+
+    @property
+    def pool_size(self) -> int:
+        return self.db_pool_size if self.db_pool_size is not None else self.connections_needed
+
+    @model_validator(mode="after")
+    def _pool_covers_concurrency(self) -> "Settings":
+        if self.pool_size + self.db_max_overflow < self.connections_needed:
+            raise ValueError(
+                f"DB_POOL_SIZE + DB_MAX_OVERFLOW must be at least API_CONCURRENCY + IMAGE_WORKERS + "
+                f"{RESERVED_CONNECTIONS} ({self.connections_needed})"
+            )
+        return self
 
 
 @lru_cache

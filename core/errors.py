@@ -50,4 +50,4 @@ class BatchStartFailed(DomainError):
 
 
 class ServiceUnavailable(DomainError):
-    """A dependency of the request (the workflow engine) could not be reached."""
+    """A dependency of the request could not be reached, or the service is too busy for it now: retry later."""

@@ -159,10 +159,14 @@ class IdempotencyRecord(SQLModel, table=True):
     created_at: datetime = timestamp_field()
 
 
-class RateLimitCounter(SQLModel, table=True):
-    __tablename__ = "rate_limit_counter"
+class RateLimitHit(SQLModel, table=True):
+    """One admitted request in a per-user sliding window; at most `limit` rows are kept per user and bucket."""
 
-    user_id: str = Field(primary_key=True)
-    bucket: str = Field(primary_key=True, max_length=50)
-    window_start: int = Field(primary_key=True)
-    count: int = 0
+    __tablename__ = "rate_limit_hit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(foreign_key="user.id")
+    bucket: str = Field(max_length=50)
+    at_us: int = Field(sa_type=sa.BigInteger)  # epoch microseconds: exact comparisons at the window's edge
+
+    __table_args__ = (sa.Index("ix_rate_limit_hit_key", "user_id", "bucket", "at_us"),)

@@ -2,6 +2,7 @@
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,34 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
         cursor.close()
 
 
-def make_engine(database_url: str) -> Engine:
+@dataclass(frozen=True)
+class PoolSettings:
+    """Connection pool bounds; `timeout` is how long a checkout waits before SQLAlchemy's TimeoutError."""
+
+    size: int = 20
+    max_overflow: int = 0
+    timeout: float = 5.0
+
+
+def make_engine(database_url: str, pool: PoolSettings | None = None) -> Engine:
     """Create an engine for the URL, creating the SQLite file's folder if needed."""
+    pool = pool or PoolSettings()
     url = make_url(database_url)
+    pool_args: dict[str, Any] = {
+        "pool_size": pool.size,
+        "max_overflow": pool.max_overflow,
+        "pool_timeout": pool.timeout,
+        # A connection dropped by the server (restart, failover) is noticed at checkout, not by the request.
+        "pool_pre_ping": True,
+    }
     if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        if not url.database or url.database == ":memory:":
+            return create_engine(url, connect_args={"check_same_thread": False})
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, **pool_args)
         _enable_sqlite_concurrency(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, **pool_args)
 
 
 def init_db(engine: Engine) -> None:

@@ -107,7 +107,7 @@ def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
 
 
 def _count_request(session: Session, settings: Settings, user_id: str) -> dict[str, str]:
-    """Count the request against the user's limit (its own transaction: a refused request still counts)."""
+    """Count the request against the user's limit, in its own transaction (a refused request is not counted)."""
     if not settings.rate_limit_enabled:
         return {}
     limits = rate_limit.hit(

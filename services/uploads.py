@@ -1,12 +1,21 @@
-"""Checking and storing uploaded originals: nothing is stored unless every file is a valid image."""
+"""Checking and storing uploaded originals: nothing is stored unless every file is a valid image.
+
+Costs are bounded per request and per process: the files' headers are read first and their declared pixels
+checked against a per-upload budget before anything is decoded; only one file's bytes are in memory at a time
+(the framework spools the rest to disk); and at most a few decodes run at once in the whole process, since a
+59.99 MP image takes about 240 MB to decode.
+"""
 
 import re
+import threading
 from dataclasses import dataclass
+from typing import BinaryIO
 
+from PIL import Image as PILImage
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from core.errors import InvalidRequest
+from core.errors import InvalidRequest, ServiceUnavailable
 from db.models import Image, new_id
 from imaging import ImageInfo, InvalidImageError, probe_image
 from storage.local import LocalStorage, original_key
@@ -15,10 +24,41 @@ _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
+class UploadedFile:
+    file: BinaryIO  # spooled by the framework: in memory up to 1 MB, on disk beyond
+    filename: str | None
+
+    def read(self) -> bytes:
+        self.file.seek(0)
+        return self.file.read()
+
+
+@dataclass(frozen=True)
 class CheckedUpload:
-    data: bytes
+    source: UploadedFile
     info: ImageInfo
     filename: str | None
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    max_image_pixels: int  # per file
+    max_upload_pixels: int  # all files of one request, as their headers declare
+
+
+class DecodeSlots:
+    """The process-wide number of uploads being decoded at once; waiting longer than `wait_seconds` is a 503."""
+
+    def __init__(self, slots: int, wait_seconds: float) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self.wait_seconds = wait_seconds
+
+    def __enter__(self) -> None:
+        if not self._slots.acquire(timeout=self.wait_seconds):
+            raise ServiceUnavailable("Server busy checking other uploads; retry shortly", headers={"Retry-After": "1"})
+
+    def __exit__(self, *_: object) -> None:
+        self._slots.release()
 
 
 def display_name(filename: str | None) -> str | None:
@@ -29,16 +69,44 @@ def display_name(filename: str | None) -> str | None:
     return _UNPRINTABLE.sub("", base)[:255] or None
 
 
-def check_upload(data: bytes, filename: str | None, max_pixels: int) -> CheckedUpload:
+def check_upload(data: bytes, filename: str | None, max_pixels: int) -> ImageInfo:
     """Probe one file; a non-image, truncated file or pixel bomb is refused with a 400."""
     name = display_name(filename) or "upload"
     if not data:
         raise InvalidRequest(f"File '{name}' is empty")
     try:
-        info = probe_image(data, max_pixels)
+        return probe_image(data, max_pixels)
     except InvalidImageError as exc:
         raise InvalidRequest(f"File '{name}' is not a valid image: {exc}") from exc
-    return CheckedUpload(data=data, info=info, filename=display_name(filename))
+
+
+def _declared_pixels(upload: UploadedFile) -> int | None:
+    """Width × height from the header alone (nothing is decoded), or None if the header cannot be read."""
+    upload.file.seek(0)
+    try:
+        with PILImage.open(upload.file) as image:
+            width, height = image.size
+    except Exception:  # unreadable, or a Pillow bomb refusal: check_upload says precisely what is wrong
+        return None
+    return width * height
+
+
+def check_uploads(files: list[UploadedFile], limits: UploadLimits, slots: DecodeSlots) -> list[CheckedUpload]:
+    """Check a whole upload: the declared pixels of all its files against the budget first, from the headers
+    only, then each file (which decodes it). An upload of small files declaring huge images is thus refused in
+    milliseconds, and the decoding work of any one request is bounded by the budget."""
+    declared = sum(pixels for upload in files if (pixels := _declared_pixels(upload)) is not None)
+    if declared > limits.max_upload_pixels:
+        raise InvalidRequest(
+            f"Upload too large: its images declare {declared / 1e6:.1f} MP in all, at most "
+            f"{limits.max_upload_pixels / 1e6:g} MP per upload; send them in several uploads"
+        )
+    checked = []
+    for upload in files:
+        with slots:
+            info = check_upload(upload.read(), upload.filename, limits.max_image_pixels)
+        checked.append(CheckedUpload(source=upload, info=info, filename=display_name(upload.filename)))
+    return checked
 
 
 def store_uploads(session: Session, storage: LocalStorage, album_id: str, checked: list[CheckedUpload]) -> list[Image]:
@@ -49,7 +117,8 @@ def store_uploads(session: Session, storage: LocalStorage, album_id: str, checke
     for offset, upload in enumerate(checked):
         image_id = new_id()
         key = original_key(album_id, image_id, upload.info.format)
-        storage.put(key, upload.data)
+        data = upload.source.read()
+        storage.put(key, data)
         images.append(
             Image(
                 id=image_id,
@@ -59,7 +128,7 @@ def store_uploads(session: Session, storage: LocalStorage, album_id: str, checke
                 width=upload.info.width,
                 height=upload.info.height,
                 format=upload.info.format,
-                size_bytes=len(upload.data),
+                size_bytes=len(data),
                 sort_order=next_order + offset,
             )
         )

@@ -139,8 +139,8 @@ class LiveServer:
         self, settings: Settings, wrap_launcher: LauncherWrapper | None = None, storage: LocalStorage | None = None
     ) -> None:
         self.settings = settings
-        app = create_app(settings, wrap_launcher, storage)
-        config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
+        self.app = create_app(settings, wrap_launcher, storage)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

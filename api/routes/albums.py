@@ -9,7 +9,16 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from api.deps import CurrentUser, EnhanceBody, LauncherDep, OwnedAlbum, SessionDep, SettingsDep, StorageDep
+from api.deps import (
+    CurrentUser,
+    DecodeSlotsDep,
+    EnhanceBody,
+    LauncherDep,
+    OwnedAlbum,
+    SessionDep,
+    SettingsDep,
+    StorageDep,
+)
 from api.schemas import (
     AlbumCreate,
     AlbumDetailOut,
@@ -30,7 +39,7 @@ from services import idempotency
 from services.enhance import PlannedBatch
 from services.enhance_album import EnhanceAlbum
 from services.enhance_album import enhance_album as enhance_album_use_case
-from services.uploads import check_upload, store_uploads
+from services.uploads import UploadedFile, UploadLimits, check_uploads, store_uploads
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/albums", tags=["albums"])
@@ -121,13 +130,17 @@ def upload_images(
     session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
+    decode_slots: DecodeSlotsDep,
 ) -> UploadOut:
     """Add images to an album; every file is checked before any is stored."""
     if not files:
         raise InvalidRequest("No files uploaded: send one or more files in the 'files' field")
     if len(files) > settings.max_files_per_upload:
         raise InvalidRequest(f"Too many files: at most {settings.max_files_per_upload} per upload")
-    checked = [check_upload(upload.file.read(), upload.filename, settings.max_image_pixels) for upload in files]
+    # A sync route: reading and checking run on a worker thread, never on the event loop.
+    received = [UploadedFile(upload.file, upload.filename) for upload in files]
+    limits = UploadLimits(settings.max_image_pixels, settings.max_upload_pixels)
+    checked = check_uploads(received, limits, decode_slots)
     images = store_uploads(session, storage, album.id, checked)
     try:
         session.commit()

@@ -38,7 +38,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 EXAMPLES_PER_MODE = 25  # per operation and generation mode, so about 50 requests per operation
 MODES = (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)
 # Operations with nothing that can be made invalid (no parameters, body or key) have no negative cases.
-NOTHING_TO_NEGATE = {"GET /healthz"}
+NOTHING_TO_NEGATE = {"GET /healthz", "GET /readyz"}
 
 
 def label(operation: APIOperation) -> str:
