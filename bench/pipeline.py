@@ -105,6 +105,25 @@ class Stack:
     client: Client
     sources: list[bytes]
     user_id: str
+    server_pid: int  # the Temporal dev server, whose CPU counts as orchestration
+
+
+@dataclass
+class Measured:
+    """One run: wall seconds, and CPU seconds of this process (engine, worker, drivers) plus the dev server."""
+
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+
+
+@contextmanager
+def measuring(stack: Stack) -> Iterator[Measured]:
+    measured = Measured()
+    cpu_before = time.process_time() + process_cpu_seconds(stack.server_pid)
+    started = time.perf_counter()
+    yield measured
+    measured.seconds = time.perf_counter() - started
+    measured.cpu_seconds = time.process_time() + process_cpu_seconds(stack.server_pid) - cpu_before
 
 
 # Setup --------------------------------------------------------------------------------------------------------------
@@ -195,7 +214,7 @@ def charge_batches(stack: Stack, scenario: Scenario, mode: str) -> list[BatchEnh
 # Part 1: batches ----------------------------------------------------------------------------------------------------
 
 
-async def run_engine(stack: Stack, scenario: Scenario) -> float:
+async def run_engine(stack: Stack, scenario: Scenario) -> Measured:
     """The engine alone: one thread for one batch, the 2-thread ceiling for several (no database, no storage)."""
     long_side = TIERS[scenario.tier].long_side
     sources = [stack.sources[i % len(stack.sources)] for i in range(scenario.total_images)]
@@ -204,59 +223,66 @@ async def run_engine(stack: Stack, scenario: Scenario) -> float:
         enhance_image(data, long_side, stack.settings.max_image_pixels)
 
     threads = 1 if scenario.batches == 1 else stack.settings.image_workers
-    started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with measuring(stack) as measured, ThreadPoolExecutor(max_workers=threads) as pool:
         await asyncio.get_running_loop().run_in_executor(None, lambda: list(pool.map(one, sources)))
-    return time.perf_counter() - started
+    return measured
 
 
-async def run_direct(stack: Stack, scenario: Scenario) -> float:
+async def run_direct(stack: Stack, scenario: Scenario) -> Measured:
     inputs = charge_batches(stack, scenario, "direct")
     with ThreadPoolExecutor(max_workers=stack.settings.image_workers, thread_name_prefix="image") as executor:
         launcher = DirectLauncher(stack.activities, executor, stack.settings.direct_poll_interval_seconds)
-        started = time.perf_counter()
-        results = await asyncio.gather(*(launcher.run(inp) for inp in inputs))
-        elapsed = time.perf_counter() - started
+        with measuring(stack) as measured:
+            results = await asyncio.gather(*(launcher.run(inp) for inp in inputs))
     assert all(result.completed == scenario.images for result in results), results
-    return elapsed
+    return measured
 
 
-async def run_temporal(stack: Stack, scenario: Scenario) -> float:
+async def run_temporal(stack: Stack, scenario: Scenario) -> Measured:
     """Start the batches as the API does and wait for their workflows (the worker runs in this process)."""
     inputs = charge_batches(stack, scenario, "temporal")
     launcher = TemporalLauncher(stack.client, stack.settings.task_queue, stack.settings.workflow_start_timeout_seconds)
-    started = time.perf_counter()
-    await asyncio.gather(*(launcher.start(inp) for inp in inputs))
-    results = await asyncio.gather(*(stack.client.get_workflow_handle(inp.batch_id).result() for inp in inputs))
-    elapsed = time.perf_counter() - started
+    with measuring(stack) as measured:
+        await asyncio.gather(*(launcher.start(inp) for inp in inputs))
+        results = await asyncio.gather(*(stack.client.get_workflow_handle(inp.batch_id).result() for inp in inputs))
     assert all(result["completed"] == scenario.images for result in results), results
-    return elapsed
+    return measured
 
 
-RUNNERS: dict[str, Callable[[Stack, Scenario], Awaitable[float]]] = {
+RUNNERS: dict[str, Callable[[Stack, Scenario], Awaitable[Measured]]] = {
     "engine": run_engine,
     "direct": run_direct,
     "temporal": run_temporal,
 }
 
 
-async def measure_batches(stack: Stack, rounds: int) -> dict[str, dict[str, list[float]]]:
-    """Seconds per (scenario, mode), `rounds` samples each, modes interleaved and their order rotated per round."""
-    samples: dict[str, dict[str, list[float]]] = {s.name: {m: [] for m in MODES} for s in (SINGLE, CONCURRENT)}
+Samples = dict[str, dict[str, list[float]]]  # scenario -> mode -> one value per round
+
+
+async def measure_batches(stack: Stack, rounds: int) -> tuple[Samples, Samples]:
+    """Seconds, and CPU milliseconds per image, per (scenario, mode): `rounds` samples each, the modes interleaved
+    and their order rotated per round."""
+    seconds: Samples = {s.name: {m: [] for m in MODES} for s in (SINGLE, CONCURRENT)}
+    cpu_ms: Samples = {s.name: {m: [] for m in MODES} for s in (SINGLE, CONCURRENT)}
     for round_number in range(rounds):
         order = MODES[round_number % len(MODES) :] + MODES[: round_number % len(MODES)]
         for scenario in (SINGLE, CONCURRENT):
             for mode in order:
-                seconds = await RUNNERS[mode](stack, scenario)
-                samples[scenario.name][mode].append(seconds)
-                print(f"  round {round_number + 1} {scenario.name} {mode}: {seconds:.2f} s", flush=True)
-    return samples
+                run = await RUNNERS[mode](stack, scenario)
+                seconds[scenario.name][mode].append(run.seconds)
+                cpu_ms[scenario.name][mode].append(run.cpu_seconds * 1000 / scenario.total_images)
+                print(
+                    f"  round {round_number + 1} {scenario.name} {mode}: {run.seconds:.2f} s, "
+                    f"CPU {cpu_ms[scenario.name][mode][-1]:.0f} ms/image",
+                    flush=True,
+                )
+    return seconds, cpu_ms
 
 
 # Part 2: API latency ------------------------------------------------------------------------------------------------
 
 
-def api_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int) -> float:
     """User + system CPU of a process so far (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -315,9 +341,11 @@ async def measure_latency(stack: Stack, rounds: int, seconds: float) -> dict[str
         for round_number in range(rounds):
             for level in CLIENT_LEVELS:
                 for name, next_request in requests.items():
-                    api_cpu = api_cpu_seconds(api.pid)
+                    api_cpu = process_cpu_seconds(api.pid)
                     result = await run_load("127.0.0.1", port, level, seconds, next_request)
-                    row = asdict(result) | {"api_cpu_cores": round((api_cpu_seconds(api.pid) - api_cpu) / seconds, 2)}
+                    row = asdict(result) | {
+                        "api_cpu_cores": round((process_cpu_seconds(api.pid) - api_cpu) / seconds, 2)
+                    }
                     results[name][level].append(row)
                     _print_load(round_number, name, result, row["api_cpu_cores"])
                 if level in results["workflow_start_only"]:
@@ -390,8 +418,9 @@ def spread(values: list[float], digits: int = 2) -> dict[str, float]:
     }
 
 
-def summarise_batches(samples: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+def summarise_batches(samples: Samples, cpu_ms: Samples) -> dict[str, Any]:
     single, concurrent = samples[SINGLE.name], samples[CONCURRENT.name]
+    concurrent_cpu = cpu_ms[CONCURRENT.name]
     rounds = range(len(single["engine"]))
     # Ratios within a round (same machine state), then their spread across rounds.
     per_round = {
@@ -407,9 +436,14 @@ def summarise_batches(samples: dict[str, dict[str, list[float]]]) -> dict[str, A
         "temporal_images_per_s_5x20x2k": [CONCURRENT.total_images / concurrent["temporal"][r] for r in rounds],
         "direct_fraction_of_ceiling_5x20x2k": [concurrent["engine"][r] / concurrent["direct"][r] for r in rounds],
         "fraction_of_ceiling_5x20x2k": [concurrent["engine"][r] / concurrent["temporal"][r] for r in rounds],
+        # With both cores busy, the engine gets engine CPU / total CPU of the machine's work: the reachable fraction.
+        "cpu_bound_fraction_5x20x2k": [concurrent_cpu["engine"][r] / concurrent_cpu["temporal"][r] for r in rounds],
     }
     return {
         "seconds": {name: {mode: spread(v) for mode, v in by_mode.items()} for name, by_mode in samples.items()},
+        "cpu_ms_per_image": {
+            name: {mode: spread(v, 1) for mode, v in by_mode.items()} for name, by_mode in cpu_ms.items()
+        },
         "derived": {name: spread(values) for name, values in per_round.items()},
     }
 
@@ -472,6 +506,16 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "Engine alone: one thread for 20 x 1K; for 5 x 20 x 2K the same 100 images on two threads with no "
         "orchestration (the ceiling).",
+        "",
+        "CPU per image (ms): this process (engine, worker or in-process driver, database client) plus the Temporal "
+        "dev server.",
+        "",
+        "| scenario | engine alone | direct | Temporal |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, by_mode in batches["cpu_ms_per_image"].items():
+        lines.append(f"| {name} | " + " | ".join(_cell(by_mode[m]) for m in MODES) + " |")
+    lines += [
         "",
         "| figure | median (min–max) |",
         "|---|---:|",
@@ -549,11 +593,11 @@ async def run(postgres: str, rounds: int, latency_seconds: float) -> dict[str, A
             client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
             activities = worker_activities(engine, storage, settings, client)
             user_id, _ = make_user(engine, tokens=10_000_000)
-            stack = Stack(settings, engine, storage, activities, client, sources, user_id)
+            stack = Stack(settings, engine, storage, activities, client, sources, user_id, server.pid)
             with worker_executor(settings) as executor:
                 async with build_worker(client, settings, activities, executor):
                     print("part 1: batches", flush=True)
-                    batch_samples = await measure_batches(stack, rounds)
+                    batch_samples, cpu_samples = await measure_batches(stack, rounds)
             print("part 2: API latency", flush=True)
             latency_samples = await measure_latency(stack, rounds, latency_seconds)
             money = check_money(engine)
@@ -562,7 +606,7 @@ async def run(postgres: str, rounds: int, latency_seconds: float) -> dict[str, A
         server.terminate()
         server.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
-    batches = summarise_batches(batch_samples)
+    batches = summarise_batches(batch_samples, cpu_samples)
     latency = summarise_latency(latency_samples)
     summary = {
         "meta": {
@@ -578,7 +622,7 @@ async def run(postgres: str, rounds: int, latency_seconds: float) -> dict[str, A
         "latency": latency,
         "targets": verdicts(batches, latency),
         "money": money,
-        "raw": {"batch_seconds": batch_samples, "latency": latency_samples},
+        "raw": {"batch_seconds": batch_samples, "batch_cpu_ms_per_image": cpu_samples, "latency": latency_samples},
     }
     return summary
 

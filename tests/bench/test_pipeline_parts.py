@@ -29,7 +29,11 @@ async def test_the_load_generator_measures_a_live_api(direct_harness: Harness) -
 
 def test_a_summary_is_rendered_with_its_targets() -> None:
     seconds = {"engine": [1.0, 1.1], "direct": [1.2, 1.3], "temporal": [1.5, 1.4]}
-    batches = summarise_batches({SINGLE.name: seconds, CONCURRENT.name: seconds})
+    cpu = {"engine": [100.0, 100.0], "direct": [105.0, 105.0], "temporal": [125.0, 125.0]}
+    batches = summarise_batches(
+        {SINGLE.name: seconds, CONCURRENT.name: seconds}, {SINGLE.name: cpu, CONCURRENT.name: cpu}
+    )
+    assert batches["derived"]["cpu_bound_fraction_5x20x2k"]["median"] == 0.8
     assert batches["derived"]["temporal_over_direct_20x1k"]["min"] == round(1.4 / 1.3, 2)
     row = {"p50_ms": 10.0, "p95_ms": 20.0, "p99_ms": 30.0, "requests_per_second": 100.0, "errors": 0}
     row |= {"generator_cpu_cores": 0.1, "api_cpu_cores": 0.9}
