@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup dev dev-direct worker test lint bench bench-api clean
+.PHONY: setup dev dev-direct worker test lint bench bench-api bench-pipeline clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ bench: setup        ## imaging benchmark; writes bench/results/
 
 bench-api: setup    ## API load benchmark on PostgreSQL (BENCH_DATABASE_URL names the server); writes bench/results/
 	$(BIN)/python -m bench.api
+
+bench-pipeline: setup  ## batches in each mode and API latency, on PostgreSQL (--postgres names the server)
+	$(BIN)/python -m bench.pipeline
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
