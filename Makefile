@@ -4,15 +4,41 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup dev dev-direct worker test lint bench bench-api bench-pipeline clean
+.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-quality bench-api bench-pipeline clean
 
-$(STAMP): pyproject.toml
+# The super-resolution runtime (requirements-sr.txt) declares opencv-python, which would put a second cv2 next
+# to opencv-python-headless; its only other dependency (Pillow) is ours already, hence --no-deps.
+$(STAMP): pyproject.toml requirements-sr.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -r requirements-sr.txt
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) sr-libs
+
+# The SR runtime's native module links libvulkan.so.1 and libomp.so.5, even on the CPU. Installed with
+# apt when missing and allowed (root); otherwise a warning, and ENHANCE_ENGINE=auto enlarges classically.
+SR_LIBS_PRESENT = $(BIN)/python -c "import ctypes; ctypes.CDLL('libvulkan.so.1'); ctypes.CDLL('libomp.so.5')" 2>/dev/null
+sr-libs:
+	@if ! $(SR_LIBS_PRESENT) && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get install -y --no-install-recommends libvulkan1 libomp5 >/dev/null 2>&1 \
+		|| { apt-get update >/dev/null 2>&1; apt-get install -y --no-install-recommends libvulkan1 libomp5 >/dev/null 2>&1; }; \
+	fi; \
+	if ! $(SR_LIBS_PRESENT); then \
+		echo "warning: super-resolution needs the system libraries libvulkan.so.1 and libomp.so.5;"; \
+		echo "         install them (Debian/Ubuntu: sudo apt-get install libvulkan1 libomp5)."; \
+		echo "         Until then ENHANCE_ENGINE=auto enlarges with the classic engine."; \
+	fi
+
+# The browser tests drive the system's Chromium through its chromedriver (Debian packages; nothing is downloaded
+# at run time). Installed only when missing; without them the browser tests skip (outside CI).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+	fi
 
 dev: setup          ## Temporal dev server + worker + API on 127.0.0.1:8000
 	$(BIN)/album-enhance dev
@@ -33,6 +59,9 @@ lint: setup
 
 bench: setup        ## imaging benchmark; writes bench/results/
 	$(BIN)/python -m bench.imaging
+
+bench-quality: setup  ## full-reference quality benchmark; writes bench/results/quality.* and docs/images/
+	$(BIN)/python -m bench.quality
 
 bench-api: setup    ## API load benchmark on PostgreSQL (BENCH_DATABASE_URL names the server); writes bench/results/
 	$(BIN)/python -m bench.api

@@ -2,13 +2,21 @@
 
 import argparse
 import asyncio
+import errno
 import logging
+import re
 import secrets
 import signal
+import socket
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import uvicorn
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import col, select
 
 from api.deps import hash_api_key
@@ -26,10 +34,52 @@ def new_api_key() -> str:
     return "ae_" + secrets.token_urlsafe(32)
 
 
+# Deliberately loose (one @, a dot in the domain, no spaces): the address is an account name, never mailed to.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def check_email(email: str) -> str:
+    """The email, or a one-line refusal."""
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise SystemExit(f"not an email address: {email!r}")
+    return email
+
+
+def sqlite_file(database_url: str) -> Path | None:
+    """The SQLite database file of a URL (absolute), or None for another database or an in-memory one."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+        return None
+    return Path(url.database).resolve()
+
+
+def describe_database(database_url: str) -> str:
+    """Where the data is, for a message: the absolute file for SQLite, the URL without password otherwise."""
+    path = sqlite_file(database_url)
+    return str(path) if path is not None else make_url(database_url).render_as_string(hide_password=True)
+
+
+def open_database(settings: Settings, create: bool) -> Engine:
+    """The engine, after saying on stderr which database is used; only `create` may make a new SQLite file."""
+    path = sqlite_file(settings.database_url)
+    where = describe_database(settings.database_url)
+    if path is not None and not path.is_file():
+        if not create:
+            raise SystemExit(
+                f"no database at {where}: run this in the project folder, or set DATABASE_URL to the service's database"
+            )
+        print(f"database: {where} (new)", file=sys.stderr)
+    else:
+        print(f"database: {where}", file=sys.stderr)
+    engine = make_engine(settings.database_url)
+    if create:
+        init_db(engine)
+    return engine
+
+
 def create_user(settings: Settings, email: str, tokens: int) -> str:
     """Create a user with an optional token grant and return the API key."""
-    engine = make_engine(settings.database_url)
-    init_db(engine)
+    engine = open_database(settings, create=True)
     api_key = new_api_key()
     with session_scope(engine) as session:
         if session.exec(select(User).where(col(User.email) == email)).first() is not None:
@@ -43,18 +93,48 @@ def create_user(settings: Settings, email: str, tokens: int) -> str:
 
 
 def grant_tokens(settings: Settings, email: str, tokens: int) -> int:
-    """Grant tokens to a user and return the new balance."""
-    engine = make_engine(settings.database_url)
-    init_db(engine)
-    with session_scope(engine) as session:
-        user = session.exec(select(User).where(col(User.email) == email)).first()
-        if user is None:
-            raise SystemExit(f"no user with email {email}")
-        return ledger.grant(session, user.id, tokens, "cli:grant")
+    """Grant tokens to a user and return the new balance (the database must exist: this never creates one)."""
+    engine = open_database(settings, create=False)
+    try:
+        with session_scope(engine) as session:
+            user = session.exec(select(User).where(col(User.email) == email)).first()
+            if user is None:
+                raise SystemExit(f"no user with email {email} in {describe_database(settings.database_url)}")
+            return ledger.grant(session, user.id, tokens, "cli:grant")
+    except (OperationalError, ProgrammingError) as exc:
+        # Typically a database without the service's tables.
+        raise SystemExit(f"cannot use {describe_database(settings.database_url)}: {exc.orig}") from None
+    finally:
+        engine.dispose()
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding host:port fails because something listens there (as a second `make dev` would find)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: TIME_WAIT is no conflict
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
+
+
+def refuse_busy_ports(ports: dict[str, tuple[str, int]]) -> None:
+    """Stop with one clear line if a port the command needs is taken, before anything starts."""
+    busy = [f"{name} port {port} on {host}" for name, (host, port) in ports.items() if port_in_use(host, port)]
+    if busy:
+        raise SystemExit(
+            f"album-enhance: {', '.join(busy)} already in use: is `make dev` running in another terminal? "
+            "(stop it, or set API_PORT / TEMPORAL_ADDRESS / TEMPORAL_UI_PORT)"
+        )
 
 
 async def _serve(settings: Settings, with_worker: bool) -> None:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=settings.api_host, port=settings.api_port))
+    # Open event streams last as long as their batch: give them a few seconds, then stop anyway on Ctrl+C.
+    config = uvicorn.Config(
+        create_app(settings), host=settings.api_host, port=settings.api_port, timeout_graceful_shutdown=5
+    )
+    server = uvicorn.Server(config)
     tasks = [asyncio.create_task(server.serve())]
     if with_worker:
         tasks.append(asyncio.create_task(run_worker(settings)))
@@ -69,22 +149,26 @@ async def _serve(settings: Settings, with_worker: bool) -> None:
 def run_dev(settings: Settings, direct: bool) -> None:
     """Start the dev server (unless direct), a worker and the API in this process."""
     api_url = f"http://{settings.api_host}:{settings.api_port}"
+    host, _, port = settings.temporal_address.rpartition(":")
+    ports = {"API": (settings.api_host, settings.api_port)}
+    if not direct:
+        ports |= {"Temporal": ("127.0.0.1", int(port)), "Temporal UI": ("127.0.0.1", settings.temporal_ui_port)}
+    refuse_busy_ports(ports)
     if direct:
         settings = settings.model_copy(update={"execution_mode": "direct"})
         print(
-            f"album-enhance (direct mode, no Temporal)\n  API      {api_url}\n  API docs {api_url}/docs",
+            f"album-enhance (direct mode, no Temporal)\n  Web app  {api_url}/\n  API docs {api_url}/docs",
             flush=True,
         )
         asyncio.run(_serve(settings, with_worker=False))
         return
-    host, _, port = settings.temporal_address.rpartition(":")
     server = start_dev_server(
         settings.temporal_db_file, int(port), settings.temporal_ui_port, settings.temporal_namespace
     )
     ui_host = urlsplit(f"//{host}").hostname or "localhost"
     print(
         "album-enhance (Temporal mode)\n"
-        f"  API              {api_url}\n  API docs         {api_url}/docs\n"
+        f"  Web app          {api_url}/\n  API docs         {api_url}/docs\n"
         f"  Temporal gRPC    {settings.temporal_address}\n"
         f"  Temporal Web UI  http://{ui_host}:{settings.temporal_ui_port}",
         flush=True,
@@ -122,13 +206,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.command == "dev":
         run_dev(settings, args.direct)
     elif args.command == "api":
+        refuse_busy_ports({"API": (settings.api_host, settings.api_port)})
         asyncio.run(_serve(settings, with_worker=False))
     elif args.command == "worker":
         asyncio.run(run_worker(settings))
     elif args.command == "users":
         if args.tokens < 0:
             raise SystemExit("--tokens must not be negative")
-        print(create_user(settings, args.email, args.tokens))
+        print(create_user(settings, check_email(args.email), args.tokens))
     elif args.command == "tokens":
         if args.amount <= 0:
             raise SystemExit("the amount must be positive")

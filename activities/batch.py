@@ -5,6 +5,7 @@ driver); only the JobControl differs: how progress is reported and how a cancel 
 """
 
 import contextvars
+import copy
 import functools
 import logging
 import threading
@@ -31,7 +32,7 @@ from core.vocabulary import (
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from db.session import session_scope
-from imaging import InvalidImageError, enhance_image
+from imaging import EngineConfig, InvalidImageError, enhance_image, needs_super_resolution
 from storage.local import LocalStorage, ObjectNotFound, enhanced_key
 from workflows.inputs import (
     CloseJobInput,
@@ -166,6 +167,8 @@ class _Claim:
     status: JobStatus
     tier: str
     original_key: str
+    width: int
+    height: int
 
 
 class BatchActivities:
@@ -179,6 +182,7 @@ class BatchActivities:
         heartbeat_interval: float = 0.5,
         progress_interval: float = 2.0,
         on_step: StepListener | None = None,
+        engine_config: EngineConfig | None = None,
         engine_threads: int | None = None,
     ) -> None:
         """`engine_threads` bounds how many images are enhanced at once when more jobs than that may run at a time
@@ -189,7 +193,14 @@ class BatchActivities:
         self.heartbeat_interval = heartbeat_interval
         self.progress_interval = progress_interval
         self.on_step = on_step  # e.g. a signal to the job's workflow, so its progress query shows the step
+        self.engine_config = engine_config  # None: the classic engine only
         self._engine_gate = threading.BoundedSemaphore(engine_threads) if engine_threads is not None else None
+
+    def ungated(self) -> "BatchActivities":
+        """These activities without the engine gate, for a pool whose every thread may enhance at once."""
+        clone = copy.copy(self)
+        clone._engine_gate = None
+        return clone
 
     # Cancellation is cooperative (checkpoints), never an exception thrown into the thread at an arbitrary point,
     # which could land inside a database transaction.
@@ -237,10 +248,15 @@ class BatchActivities:
             raise ApplicationError(
                 "The original image is missing from storage", type=MISSING_ORIGINAL_ERROR, non_retryable=True
             ) from exc
+        long_side = TIERS[Tier(claim.tier)].long_side
+        config = self.engine_config
+        tiled = config is not None and needs_super_resolution(claim.width, claim.height, long_side, config)
         with self._engine_thread():
             checkpoint("enhancing")
             try:
-                enhanced = enhance_image(original, TIERS[Tier(claim.tier)].long_side, self.max_image_pixels)
+                enhanced = enhance_image(
+                    original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled)
+                )
             except InvalidImageError as exc:
                 raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
         checkpoint("storing the result")  # the last point where a cancel stops this job
@@ -314,10 +330,12 @@ class BatchActivities:
                 job = session.get(EnhancementJob, job_id)
                 if job is None:
                     raise ApplicationError(f"Job {job_id} not found", type="JobNotFound", non_retryable=True)
-                return _Claim(status=job.status, tier=job.tier, original_key="")
+                return _Claim(job.status, job.tier, original_key="", width=0, height=0)
             tier, image_id = claimed
-            original = session.exec(select(Image.original_key).where(col(Image.id) == image_id)).one()
-            return _Claim(status=JobStatus.PROCESSING, tier=tier, original_key=original)
+            original_key, width, height = session.exec(
+                select(Image.original_key, Image.width, Image.height).where(col(Image.id) == image_id)
+            ).one()
+            return _Claim(JobStatus.PROCESSING, tier, original_key, width, height)
 
     def _complete(self, job_id: str, key: str, width: int, height: int, size: int) -> ProcessJobResult | None:
         """Mark a PROCESSING job COMPLETED and return its result; None if it was closed meanwhile."""
@@ -360,6 +378,16 @@ class BatchActivities:
 _UNFINISHED = (BatchStatus.CHARGED, *ACTIVE_BATCH_STATUSES)
 
 
-def _steps_as_checkpoints(done: int, total: int) -> None:
-    """The engine's progress (every SR tile is a step): a checkpoint each, so a cancel lands between tiles."""
-    checkpoint(f"tile {done} of {total}" if total > 1 else "enhancing")
+def _steps(tiled: bool) -> Callable[[int, int], None]:
+    """The engine's progress as checkpoints, so a cancel lands between its steps (between tiles for SR, whose
+    steps are the tiles and then the encoding)."""
+
+    def report(done: int, total: int) -> None:
+        if not tiled:
+            checkpoint("enhancing")
+        elif done < total:
+            checkpoint(f"tile {done + 1} of {total - 1}" if done < total - 1 else "encoding")
+        else:
+            checkpoint("encoding")
+
+    return report

@@ -7,9 +7,10 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from api.schemas import EnhanceRequest
+from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
@@ -31,6 +32,10 @@ def get_db(request: Request) -> Iterator[Session]:
         yield session
 
 
+def get_engine(request: Request) -> Engine:
+    return request.app.state.engine
+
+
 def get_storage(request: Request) -> LocalStorage:
     return request.app.state.storage
 
@@ -47,6 +52,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 # Closed as soon as the route function returns, before the response is sent: a slow reader of the response
 # does not hold a database connection.
 SessionDep = Annotated[Session, Depends(get_db, scope="function")]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 StorageDep = Annotated[LocalStorage, Depends(get_storage)]
 LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
 DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
@@ -57,17 +63,21 @@ def hash_api_key(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()
 
 
+# The contract fixes `error`; the hint tells a newcomer how to send the key.
+AUTH_HINT = "Send your API key in the header 'Authorization: Bearer <key>' (see `album-enhance users create`)"
+
+
 def get_current_user(
     session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise Unauthorized("Unauthorized")
+        raise Unauthorized("Unauthorized", hint=AUTH_HINT)
     user = session.exec(select(User).where(col(User.api_key_hash) == hash_api_key(credentials.credentials))).first()
     # End the read transaction: the connection goes back to the pool while the request reads its body or
     # waits for its next step, instead of being held from authentication to the response.
     session.commit()
     if user is None:
-        raise Unauthorized("Unauthorized")
+        raise Unauthorized("Unauthorized", hint=AUTH_HINT)
     return user
 
 
@@ -124,7 +134,7 @@ def get_owned_batch(batch_id: Annotated[str, Path(alias="batchId")], user: Curre
 OwnedBatch = Annotated[Batch, Depends(get_owned_batch)]
 
 
-ENHANCE_FIELDS = ("tier", "skipAlreadyEnhanced")
+ENHANCE_FIELDS = tuple(str(field.alias) for field in EnhanceRequest.model_fields.values())
 
 
 async def parse_enhance_request(request: Request) -> EnhanceRequest:
@@ -149,6 +159,8 @@ async def parse_enhance_request(request: Request) -> EnhanceRequest:
         fields = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
         if "tier" in fields:
             raise InvalidRequest("Invalid tier. Must be one of: TIER_1K, TIER_2K, TIER_4K") from exc
+        if "imageIds" in fields:
+            raise InvalidRequest(IMAGE_IDS_RULE) from exc
         raise InvalidRequest("skipAlreadyEnhanced must be a boolean") from exc
 
 

@@ -17,19 +17,21 @@ from activities.batch import BatchActivities
 from api import health
 from api.errors import install_error_handlers
 from api.limits import AdmissionGate, BodyLimits, BodySizeLimit
-from api.routes import albums, batches, images, jobs, me
+from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
 from core.config import Settings, get_settings
 from db.session import PoolSettings, init_db, make_engine
+from services.batches import engine_config
 from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from services.uploads import DecodeSlots
 from storage.local import LocalStorage
+from web import app as web
 from workflows.direct import DirectLauncher
 
 log = logging.getLogger(__name__)
 
 api_router = APIRouter(prefix="/api")
-for module in (me, albums, images, jobs, batches):
+for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion):
     api_router.include_router(module.router)
 
 
@@ -105,6 +107,7 @@ def create_app(
             settings.max_image_pixels,
             settings.activity_heartbeat_interval_seconds,
             settings.activity_progress_interval_seconds,
+            engine_config=engine_config(settings),
         )
         app.state.settings, app.state.engine, app.state.storage = settings, engine, store
         app.state.temporal_client = client = await _temporal_client(settings)
@@ -131,6 +134,7 @@ def create_app(
         version="0.1.0",
         description="Batch-enhance every photo of an album, paid in tokens, run as durable Temporal workflows.",
         lifespan=lifespan,
+        docs_url=None,  # served by the web package from local assets: /docs works offline
     )
     install_error_handlers(app)
     app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
@@ -144,4 +148,5 @@ def create_app(
     app.add_middleware(BodySizeLimit, limits=BodyLimits(settings.max_upload_bytes, settings.max_json_bytes))
     app.include_router(api_router)
     app.include_router(health.router)
+    web.install(app)
     return app

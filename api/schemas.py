@@ -1,9 +1,9 @@
 """Request and response bodies of the HTTP API (camelCase on the wire)."""
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from core.vocabulary import BatchStatus, JobStatus, Tier
@@ -94,10 +94,29 @@ class UploadOut(ApiModel):
     images: list[ImageOut]
 
 
+MAX_IMAGE_IDS = 500
+IMAGE_IDS_RULE = f"imageIds must be a non-empty list of at most {MAX_IMAGE_IDS} distinct image ids"
+
+
 class EnhanceRequest(ApiModel):
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=False)
     tier: TierName
     skip_already_enhanced: bool = Field(default=True, strict=True)
+    image_ids: list[Annotated[str, Field(min_length=1, max_length=64, pattern=NO_NUL)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_IMAGE_IDS,
+        description="Enhance only these images of the album (default: all of them). Ids that are not images of "
+        "this album are refused with 400 and listed in `unknownImageIds`. With this field, `totalImages` counts "
+        "the named images.",
+    )
+
+    @field_validator("image_ids")
+    @classmethod
+    def _distinct(cls, ids: list[str] | None) -> list[str] | None:
+        if ids is not None and len(set(ids)) != len(ids):
+            raise ValueError("duplicate image ids")
+        return ids
 
 
 class EnhanceJobRef(ApiModel):
@@ -120,7 +139,7 @@ class EnhanceResponse(ApiModel):
 class JobOut(ApiModel):
     id: str
     batch_id: str
-    image_id: str
+    image_id: str | None = Field(description="None once the image was deleted")
     tier: TierName
     status: JobStatusName
     tokens_cost: int
@@ -138,7 +157,7 @@ class JobOut(ApiModel):
 
 class BatchOut(ApiModel):
     batch_id: str
-    album_id: str
+    album_id: str | None = Field(description="None once the album was deleted")
     tier: TierName
     status: BatchStatusName
     total_images: int

@@ -27,8 +27,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
-from bench.photos import photo_like_jpeg
-from imaging import TIER_SIZES, enhance_image
+from bench.photos import photo_like, photo_like_jpeg
+from imaging import TIER_SIZES, EngineConfig, enhance_image
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,15 @@ TARGETS = {  # for the 6 MP source on 2 cores: (max ratio to floor, min images/s
 }
 MAX_RSS_MB = 300.0  # per worker at 4K
 WORKERS = 2
+
+# The largest accepted input (MAX_IMAGE_PIXELS, 60 MP) as a PNG, the format Pillow must decode in full
+# (a JPEG is DCT-scaled while decoding), and as a JPEG; one enhancement per fresh process at each tier.
+LARGE_SIZE = (9480, 6328)  # 59.99 MP, 3:2
+LARGE_BOUND_MB = 600.0  # documented in docs/imaging.md: idle + file + 4 B/px decoded + output buffers
+
+# Super-resolution at TIER_4K from a 1000-px photo (4.1x: two 2x passes), on 1 and 2 threads.
+SR_SOURCE = (1000, 667, 3)
+SR_THREADS = (1, 2)
 
 _FLOOR_JPEG_PARAMS = [
     cv2.IMWRITE_JPEG_QUALITY,
@@ -71,6 +80,35 @@ class Cell:
     peak_rss_mb: float
     idle_rss_mb: float
     naive_pillow_ms: float | None
+
+
+@dataclass
+class MemoryCell:
+    """One enhancement of the 60 MP source in a fresh process: its time and the process's peak RSS."""
+
+    source: str
+    tier: str
+    output: str
+    engine_ms: float
+    input_mb: float
+    idle_rss_mb: float
+    peak_rss_mb: float
+    bound_mb: float
+
+
+@dataclass
+class SrCell:
+    """One TIER_4K enhancement of the 1000-px source by an engine path, in a fresh process."""
+
+    engine: str
+    threads: int
+    output: str
+    seconds: float
+    seconds_per_output_mp: float
+    cpu_seconds_per_output_mp: float
+    idle_rss_mb: float
+    peak_rss_mb: float
+    tiles: int
 
 
 def peak_rss_mb() -> float:
@@ -202,6 +240,68 @@ def measure_cell(source: str, path: Path, tier: str, runs: int, naive_runs: int)
     )
 
 
+def measure_memory(source: str, path: Path, tier: str) -> MemoryCell:
+    """One enhancement, single thread, classic path: wall time and the peak RSS of this fresh process."""
+    idle = peak_rss_mb()
+    data = path.read_bytes()
+    start = time.perf_counter()
+    output = enhance_image(data, TIER_SIZES[tier], max_pixels=LARGE_SIZE[0] * LARGE_SIZE[1])
+    elapsed = time.perf_counter() - start
+    return MemoryCell(
+        source=source,
+        tier=tier,
+        output=f"{output.width}x{output.height}",
+        engine_ms=round(elapsed * 1000.0, 1),
+        input_mb=round(len(data) / 2**20, 1),
+        idle_rss_mb=idle,
+        peak_rss_mb=peak_rss_mb(),
+        bound_mb=LARGE_BOUND_MB,
+    )
+
+
+def measure_sr(path: Path, engine: str, threads: int) -> SrCell:
+    """One TIER_4K enhancement with the given engine path; wall and process CPU time (ncnn runs its own
+    threads), per output megapixel, and the peak RSS of this fresh process."""
+    idle = peak_rss_mb()
+    data = path.read_bytes()
+    config = EngineConfig(engine="sr" if engine == "sr" else "classic", sr_threads=threads)
+    ticks: list[int] = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    output = enhance_image(
+        data, TIER_SIZES["TIER_4K"], config=config, on_progress=lambda done, total: ticks.append(total)
+    )
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    assert output.engine == engine, f"expected the {engine} path, got {output.engine}"
+    megapixels = output.width * output.height / 1e6
+    return SrCell(
+        engine=engine,
+        threads=threads,
+        output=f"{output.width}x{output.height}",
+        seconds=round(wall, 2),
+        seconds_per_output_mp=round(wall / megapixels, 3),
+        cpu_seconds_per_output_mp=round(cpu / megapixels, 3),
+        idle_rss_mb=idle,
+        peak_rss_mb=peak_rss_mb(),
+        tiles=ticks[-1] - 1 if engine == "sr" else 0,
+    )
+
+
+def large_png(path: Path) -> None:
+    """A 60 MP photo-like PNG: a quarter-size photo_like enlarged, plus grain so it does not compress away."""
+    width, height = LARGE_SIZE
+    pixels = cv2.resize(photo_like(width // 4, height // 4, seed=5), LARGE_SIZE, interpolation=cv2.INTER_CUBIC)
+    grain = np.asarray(np.random.default_rng(5).integers(0, 6, pixels.shape, dtype=np.uint8))
+    pixels = cv2.add(pixels, grain)
+    Image.fromarray(pixels).save(path, compress_level=1)
+    Image.fromarray(pixels).save(path.with_suffix(".jpg"), quality=90)
+
+
+def _child_json(args: list[str]) -> dict[str, Any]:
+    command = [sys.executable, "-m", "bench.imaging", *args]
+    completed = subprocess.run(command, cwd=PROJECT_ROOT, check=True, capture_output=True, text=True)
+    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
 def _run_child(source: str, path: Path, tier: str, runs: int, naive_runs: int) -> Cell:
     command = [sys.executable, "-m", "bench.imaging", "--child", source, str(path), tier]
     command += ["--runs", str(runs), "--naive-runs", str(naive_runs)]
@@ -233,8 +333,13 @@ def _targets(cell: Cell) -> dict[str, str]:
     return verdicts
 
 
-def render_markdown(cells: list[Cell], meta: dict[str, Any]) -> str:
-    """The results table, then each target's verdict."""
+def render_markdown(
+    cells: list[Cell],
+    meta: dict[str, Any],
+    memory: list[MemoryCell] | None = None,
+    sr_cells: list[SrCell] | None = None,
+) -> str:
+    """The results table, then each target's verdict, then the 60 MP and super-resolution tables."""
     lines = [
         "# Imaging benchmark",
         "",
@@ -263,12 +368,73 @@ def render_markdown(cells: list[Cell], meta: dict[str, Any]) -> str:
         for name, verdict in _targets(c).items():
             lines.append(f"- {c.tier} {name}: {verdict}")
     lines.append("")
+    if memory:
+        lines += [
+            f"## The largest accepted input ({LARGE_SIZE[0]}x{LARGE_SIZE[1]}, 60 MP)",
+            "",
+            "One enhancement per fresh process, one thread. Peak RSS includes the idle process and the input "
+            f"file held in memory; the documented bound is {LARGE_BOUND_MB:g} MB.",
+            "",
+            "| source | tier | output | engine ms | input MB | idle RSS MB | peak RSS MB | within bound |",
+            "|---|---|---|---:|---:|---:|---:|---|",
+        ]
+        for m in memory:
+            verdict = "yes" if m.peak_rss_mb <= m.bound_mb else "NO"
+            lines.append(
+                f"| {m.source} | {m.tier} | {m.output} | {m.engine_ms:g} | {m.input_mb:g} | {m.idle_rss_mb:g} "
+                f"| {m.peak_rss_mb:g} | {verdict} |"
+            )
+        lines.append("")
+    if sr_cells:
+        lines += [
+            f"## Super-resolution at TIER_4K ({SR_SOURCE[0]}x{SR_SOURCE[1]} JPEG source)",
+            "",
+            "One enhancement per fresh process. CPU s: process CPU time (ncnn runs its own threads), per output "
+            "megapixel. Threads: SR_THREADS (the classic path is single-threaded).",
+            "",
+            "| engine | threads | output | seconds | s per output MP | CPU s per output MP | tiles | peak RSS MB |",
+            "|---|---:|---|---:|---:|---:|---:|---:|",
+        ]
+        for sc in sr_cells:
+            lines.append(
+                f"| {sc.engine} | {sc.threads} | {sc.output} | {sc.seconds:g} | {sc.seconds_per_output_mp:g} "
+                f"| {sc.cpu_seconds_per_output_mp:g} | {sc.tiles} | {sc.peak_rss_mb:g} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
-def run(runs: int, naive_runs: int, out_dir: Path) -> list[Cell]:
+def run_large(tmp: Path) -> list[MemoryCell]:
+    """The 60 MP rows: PNG and JPEG at every tier, each in a fresh process."""
+    path = tmp / "60MP.png"
+    large_png(path)
+    memory = []
+    for source, file in (("60MP PNG", path), ("60MP JPEG", path.with_suffix(".jpg"))):
+        for tier in TIER_SIZES:
+            cell = MemoryCell(**_child_json(["--child-memory", source, str(file), tier]))
+            print(f"{source} {tier}: {cell.engine_ms} ms, peak {cell.peak_rss_mb} MB", flush=True)
+            memory.append(cell)
+    return memory
+
+
+def run_sr(tmp: Path) -> list[SrCell]:
+    """Classic and SR at TIER_4K from the 1000-px source, SR on 1 and 2 threads."""
+    width, height, seed = SR_SOURCE
+    path = tmp / "sr-source.jpg"
+    path.write_bytes(photo_like_jpeg(width, height, seed))
+    cells = []
+    for engine, threads in (("classic", 1), *(("sr", t) for t in SR_THREADS)):
+        cell = SrCell(**_child_json(["--child-sr", str(path), engine, str(threads)]))
+        print(f"{engine} x{threads}: {cell.seconds} s, {cell.seconds_per_output_mp} s/MP, {cell.peak_rss_mb} MB")
+        cells.append(cell)
+    return cells
+
+
+def run(runs: int, naive_runs: int, out_dir: Path, large: bool = True, super_resolution: bool = True) -> list[Cell]:
     """Generate the sources, measure every cell in its own process, print and write the results."""
     cells: list[Cell] = []
+    memory: list[MemoryCell] = []
+    sr_cells: list[SrCell] = []
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for source, (width, height, seed) in SOURCES.items():
@@ -282,6 +448,10 @@ def run(runs: int, naive_runs: int, out_dir: Path) -> list[Cell]:
                     flush=True,
                 )
                 cells.append(cell)
+        if large:
+            memory = run_large(Path(tmp))
+        if super_resolution:
+            sr_cells = run_sr(Path(tmp))
     meta = {
         "cpu_count": len(os.sched_getaffinity(0)),
         "load_average_before": load_before,
@@ -292,11 +462,16 @@ def run(runs: int, naive_runs: int, out_dir: Path) -> list[Cell]:
         "runs": runs,
         "workers": WORKERS,
     }
-    markdown = render_markdown(cells, meta)
+    markdown = render_markdown(cells, meta, memory, sr_cells)
     print()
     print(markdown)
     out_dir.mkdir(parents=True, exist_ok=True)
-    payload = {"meta": meta, "cells": [asdict(c) | {"targets": _targets(c)} for c in cells]}
+    payload = {
+        "meta": meta,
+        "cells": [asdict(c) | {"targets": _targets(c)} for c in cells],
+        "large": [asdict(m) for m in memory],
+        "super_resolution": [asdict(c) for c in sr_cells],
+    }
     (out_dir / "imaging.json").write_text(json.dumps(payload, indent=2) + "\n")
     (out_dir / "imaging.md").write_text(markdown)
     return cells
@@ -308,14 +483,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=15, help="single-thread timing runs per cell")
     parser.add_argument("--naive-runs", type=int, default=3, help="runs of the naive Pillow reference (0: skip)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for imaging.json and .md")
+    parser.add_argument("--skip-large", action="store_true", help="skip the 60 MP rows")
+    parser.add_argument("--skip-sr", action="store_true", help="skip the super-resolution rows (~2 minutes)")
     parser.add_argument("--child", nargs=3, metavar=("SOURCE", "PATH", "TIER"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-memory", nargs=3, metavar=("SOURCE", "PATH", "TIER"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-sr", nargs=3, metavar=("PATH", "ENGINE", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child_memory:
+        source, path, tier = args.child_memory
+        print(json.dumps(asdict(measure_memory(source, Path(path), tier))))
+        return
+    if args.child_sr:
+        path, engine, threads = args.child_sr
+        print(json.dumps(asdict(measure_sr(Path(path), engine, int(threads)))))
+        return
     if args.child:
         source, path, tier = args.child
         cell = measure_cell(source, Path(path), tier, args.runs, args.naive_runs)
         print(json.dumps(asdict(cell)))
         return
-    run(args.runs, args.naive_runs, args.out)
+    run(args.runs, args.naive_runs, args.out, large=not args.skip_large, super_resolution=not args.skip_sr)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ from services.batches import input_for, mark_started
 from services.enhance import plan_and_charge
 from services.launcher import TemporalLauncher
 from storage.local import LocalStorage, original_key
-from worker import build_worker, worker_activities, worker_executor
+from worker import running_workers, worker_activities
 from workflows.direct import DirectLauncher
 from workflows.inputs import BatchEnhanceInput
 
@@ -207,7 +207,7 @@ def charge_batches(stack: Stack, scenario: Scenario, mode: str) -> list[BatchEnh
             session.commit()
             mark_started(session, planned.batch.id)
             session.commit()
-            inputs.append(input_for(planned.batch, planned.jobs, stack.settings))
+            inputs.append(input_for(session, planned.batch, planned.jobs, stack.settings))
     return inputs
 
 
@@ -594,10 +594,9 @@ async def run(postgres: str, rounds: int, latency_seconds: float) -> dict[str, A
             activities = worker_activities(engine, storage, settings, client)
             user_id, _ = make_user(engine, tokens=10_000_000)
             stack = Stack(settings, engine, storage, activities, client, sources, user_id, server.pid)
-            with worker_executor(settings) as executor:
-                async with build_worker(client, settings, activities, executor):
-                    print("part 1: batches", flush=True)
-                    batch_samples, cpu_samples = await measure_batches(stack, rounds)
+            async with running_workers(client, settings, activities):
+                print("part 1: batches", flush=True)
+                batch_samples, cpu_samples = await measure_batches(stack, rounds)
             print("part 2: API latency", flush=True)
             latency_samples = await measure_latency(stack, rounds, latency_seconds)
             money = check_money(engine)

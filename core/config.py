@@ -94,6 +94,31 @@ class Settings(BaseSettings):
             )
         return self
 
+    # Imaging engine: the caller builds imaging.EngineConfig from these (it validates them). auto runs the
+    # super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and the runtime is
+    # installed; classic never does; sr requires it. SR_GPU_ID -1 is the CPU; SR_TILE_SIZE is in source
+    # pixels (memory grows with its square: ~12 KB per pixel of a tile); SR_NOISE -1..3 is the denoise level.
+    enhance_engine: Literal["auto", "classic", "sr"] = "auto"
+    sr_model: str = "upconv_7_photo"
+    sr_min_scale: float = 1.5
+    sr_tile_size: int = 128
+    sr_threads: int = 1
+    sr_gpu_id: int = -1
+    sr_noise: int = -1
+    # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
+    # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
+    # run at once per worker process (the network holds Python's lock for a whole tile: one is right on a CPU).
+    sr_task_queue: str = "album-enhance-sr"
+    sr_workers: int = Field(default=1, ge=1)
+    sr_activity_start_to_close_seconds: float = 1800.0
+    worker_queues: list[str] = Field(default_factory=list)
+
+    # The web app and the API it uses: how often the event stream looks at the database, how often it sends a
+    # keep-alive comment (proxies drop idle streams), and the thumbnails' longer side.
+    events_poll_seconds: float = Field(default=0.5, gt=0)
+    events_keepalive_seconds: float = Field(default=15.0, gt=0)
+    thumbnail_size: int = Field(default=320, ge=64, le=1024)
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -37,7 +37,8 @@ def consume(session: Session, user_id: str, amount: int, reference: str, to_enha
         .returning(col(User.token_balance))
     ).scalar_one_or_none()
     if balance is None:
-        raise InsufficientTokens("Insufficient tokens", required=amount, toEnhance=to_enhance)
+        current = session.exec(select(User.token_balance).where(col(User.id) == user_id)).one_or_none()
+        raise InsufficientTokens("Insufficient tokens", required=amount, toEnhance=to_enhance, balance=current)
     _add_entry(session, user_id, -amount, LedgerType.CONSUME, reference, balance)
     return balance
 

@@ -89,7 +89,8 @@ class Image(SQLModel, table=True):
 
 class Batch(SQLModel, table=True):
     id: str = Field(primary_key=True, max_length=100)
-    album_id: str = Field(foreign_key="album.id", index=True)
+    # None once the album is deleted: the batch stays as the history of what was charged and refunded.
+    album_id: str | None = Field(default=None, foreign_key="album.id", index=True, ondelete="SET NULL")
     user_id: str = Field(foreign_key="user.id", index=True)
     tier: Tier = Field(sa_type=sa.String(16))
     status: BatchStatus = Field(default=BatchStatus.CHARGED, sa_type=sa.String(16), index=True)
@@ -105,7 +106,8 @@ class EnhancementJob(SQLModel, table=True):
     __tablename__ = "enhancement_job"
 
     id: str = Field(default_factory=new_id, primary_key=True)
-    image_id: str = Field(foreign_key="image.id", index=True)
+    # None once the image is deleted: the job stays, so the ledger's `job:{id}` references keep resolving.
+    image_id: str | None = Field(default=None, foreign_key="image.id", index=True, ondelete="SET NULL")
     user_id: str = Field(foreign_key="user.id", index=True)
     batch_id: str = Field(foreign_key="batch.id", index=True)
     position: int = 0

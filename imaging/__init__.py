@@ -13,15 +13,21 @@ pillow_heif.register_heif_opener()
 # 89-179 MP headers would only be log noise in front of that refusal.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-from imaging.enhance import TIER_SIZES, EnhancedImage, enhance_image  # noqa: E402
+from imaging.config import EngineConfig  # noqa: E402
+from imaging.enhance import TIER_SIZES, EnhancedImage, Progress, enhance_image, needs_super_resolution  # noqa: E402
 from imaging.errors import InvalidImageError  # noqa: E402
 from imaging.probe import ImageInfo, probe_image  # noqa: E402
+from imaging.sr import SuperResolutionUnavailableError  # noqa: E402
 
 __all__ = [
     "TIER_SIZES",
+    "EngineConfig",
     "EnhancedImage",
     "ImageInfo",
     "InvalidImageError",
+    "Progress",
+    "SuperResolutionUnavailableError",
     "enhance_image",
+    "needs_super_resolution",
     "probe_image",
 ]

@@ -29,6 +29,7 @@ _CV_GRAY_FLAGS = {
     4: cv2.IMREAD_REDUCED_GRAYSCALE_4,
     8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
 }
+_BAND_ROWS = 256  # source rows per conversion band: ~10 MB at 60 MP
 _HIGH_BIT_DEPTH_SCALE = {"I": 1 / 257, "F": 1.0}  # "I" holds 16-bit samples (PNG, TIFF); "F" is 0..255
 
 
@@ -66,8 +67,8 @@ def decode(data: bytes, max_pixels: int, long_side: int | None = None) -> Source
         image.draft(image.mode, min_size)
     load_first_frame(image)
     orientation, icc = exif_orientation(image), source_profile(image.info)
-    image, icc = _to_8bit(image, icc)
-    return Source(np.asarray(image), "L" if image.mode == "L" else "RGB", icc, orientation, stored)
+    pixels, order, icc = _to_pixels(image, icc, _jpeg_scale(image.size, min_size))
+    return Source(pixels, order, icc, orientation, stored)
 
 
 def load_first_frame(image: Image.Image) -> None:
@@ -121,6 +122,32 @@ def _decode_jpeg_opencv(data: bytes, mode: str, scale: int) -> np.ndarray | None
     except cv2.error:
         return None
     return pixels if pixels is not None and pixels.size else None
+
+
+def _to_pixels(image: Image.Image, icc: bytes | None, reduction: int) -> tuple[np.ndarray, ChannelOrder, bytes | None]:
+    """8-bit pixels, converted band by band and reduced by an integer factor on the way.
+
+    The decoded image is never converted (or copied) whole: peak memory is Pillow's buffer (4 bytes per
+    pixel for RGB and RGBA) plus one band, instead of two or three full-size copies for alpha or 16 bits.
+    """
+    width, height = image.size
+    out_width, out_height = -(-width // reduction), -(-height // reduction)
+    band_rows = max(1, _BAND_ROWS // reduction) * reduction
+    out: np.ndarray | None = None
+    order: ChannelOrder = "RGB"
+    for top in range(0, height, band_rows):
+        bottom = min(height, top + band_rows)
+        band, band_icc = _to_8bit(image.crop((0, top, width, bottom)), icc)
+        pixels = np.asarray(band)
+        if reduction > 1:
+            size = (out_width, -(-(bottom - top) // reduction))
+            pixels = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)  # a box filter, as DCT scaling is
+        if out is None:
+            order = "L" if band.mode == "L" else "RGB"
+            out = np.empty((out_height, out_width, *pixels.shape[2:]), np.uint8)
+        out[top // reduction : top // reduction + pixels.shape[0]] = pixels
+    assert out is not None  # an image has at least one row
+    return out, order, band_icc
 
 
 def _to_8bit(image: Image.Image, icc: bytes | None) -> tuple[Image.Image, bytes | None]:

@@ -19,29 +19,9 @@ from imaging.colour import srgb_profile_bytes, transform_for
 _AA_FULL_SCALE = 1.45
 _AA_MIN_TAP = 0.01
 
-# Auto-levels: per-channel 0.1 % percentiles, one stretch for all channels (keeps hue), applied at half
-# strength and capped, so a photo that already spans 0..255 is left alone and nothing bright is clipped.
-_LEVELS_CLIP = 0.001
-_LEVELS_STRENGTH = 0.5
-_LEVELS_MAX_GAIN = 1.2
-_LEVELS_MIN_RANGE = 16
-_HISTOGRAM_SAMPLES = 250_000
-
-_SATURATION = 1.1
-_LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601, the weights JPEG's YCbCr uses
-
-# Unsharp mask at output scale: small radius and moderate amount keep halos invisible.
-USM_SIGMA = 1.0
-_USM_AMOUNT = 0.5
-_USM_STRIP_ROWS = 128  # a strip and its blur stay in L2 cache; no second full-size buffer
-
 JPEG_QUALITY = 90
-_JPEG_PARAMS = [
-    cv2.IMWRITE_JPEG_QUALITY,
-    JPEG_QUALITY,
-    cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
-    cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420,
-]
+_JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR]
+_SAMPLING = {False: cv2.IMWRITE_JPEG_SAMPLING_FACTOR_420, True: cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444}
 
 _ORIENT_OPS = {
     2: lambda a: cv2.flip(a, 1),
@@ -93,75 +73,15 @@ def to_srgb(pixels: np.ndarray, order: ChannelOrder, icc: bytes | None) -> tuple
     return np.asarray(ImageCms.applyTransform(image, transform)), "RGB"
 
 
-def tone_and_colour(pixels: np.ndarray, order: ChannelOrder) -> np.ndarray:
-    """Gentle auto-levels and +10 % saturation in one 3x(c+1) matrix pass to BGR (in place if writable)."""
-    gain, offset = _levels(pixels)
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    saturate = _SATURATION * np.eye(3) + (1.0 - _SATURATION) * np.outer(np.ones(3), _LUMA)  # RGB->RGB
-    if order == "L":
-        mix = np.ones((3, 1))
-    elif order == "BGR":
-        mix = saturate[:, ::-1]
-    else:
-        mix = saturate
-    matrix = np.hstack([gain * mix[::-1], np.full((3, 1), offset)]).astype(np.float32)  # rows: B, G, R
-    in_place = channels == 3 and pixels.flags.writeable and pixels.flags.c_contiguous
-    return cv2.transform(pixels, matrix, dst=pixels if in_place else None)
-
-
-def _levels(pixels: np.ndarray) -> tuple[float, float]:
-    height, width = pixels.shape[:2]
-    # Whole rows, so OpenCV reads the view in place (a column stride would force a copy).
-    sample = pixels[:: max(1, height * width // _HISTOGRAM_SAMPLES)]
-    channels = 1 if sample.ndim == 2 else sample.shape[2]
-    lows, highs = [], []
-    for channel in range(channels):
-        cdf = np.cumsum(cv2.calcHist([sample], [channel], None, [256], [0, 256]).ravel())
-        lows.append(int(np.searchsorted(cdf, _LEVELS_CLIP * cdf[-1], side="right")))
-        highs.append(int(np.searchsorted(cdf, (1.0 - _LEVELS_CLIP) * cdf[-1], side="left")))
-    low, high = min(lows), max(highs)
-    if high - low < _LEVELS_MIN_RANGE:
-        return 1.0, 0.0  # flat image: stretching would only amplify noise
-    black = _LEVELS_STRENGTH * low
-    white = 255.0 - _LEVELS_STRENGTH * (255.0 - high)
-    gain = min(255.0 / (white - black), _LEVELS_MAX_GAIN)
-    centre = (black + white) / 2.0
-    return gain, 127.5 - gain * centre
-
-
 def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) so the image is displayed upright."""
     op = _ORIENT_OPS.get(orientation)
     return pixels if op is None else op(pixels)
 
 
-def unsharp_in_place(pixels: np.ndarray, sigma: float = USM_SIGMA) -> None:
-    """Unsharp mask (50 %) in row strips, writing into pixels; same result as a full-image blur."""
-    if not pixels.flags.writeable or not pixels.flags.c_contiguous:
-        raise ValueError("unsharp_in_place needs a writable, C-contiguous array")
-    height = pixels.shape[0]
-    ksize = 2 * math.ceil(2.0 * sigma) + 1
-    halo = ksize // 2
-    pending: tuple[np.ndarray, np.ndarray] | None = None  # (strip, its blur): written one strip late
-    for top in range(0, height, _USM_STRIP_ROWS):
-        bottom = min(height, top + _USM_STRIP_ROWS)
-        start = max(0, top - halo)
-        # Rows above `top` are still original because the previous strip is written only after this blur.
-        blurred = cv2.GaussianBlur(pixels[start : min(height, bottom + halo)], (ksize, ksize), sigma)
-        if pending is not None:
-            _sharpen(*pending)
-        pending = (pixels[top:bottom], blurred[top - start : bottom - start])
-    if pending is not None:
-        _sharpen(*pending)
-
-
-def _sharpen(strip: np.ndarray, blurred: np.ndarray) -> None:
-    cv2.addWeighted(strip, 1.0 + _USM_AMOUNT, blurred, -_USM_AMOUNT, 0, dst=strip)
-
-
-def encode_jpeg(bgr: np.ndarray) -> bytes:
-    """Baseline JPEG, quality 90, 4:2:0, with an sRGB ICC profile."""
-    ok, encoded = cv2.imencode(".jpg", bgr, _JPEG_PARAMS)
+def encode_jpeg(bgr: np.ndarray, full_chroma: bool = False) -> bytes:
+    """Baseline JPEG, quality 90, 4:2:0 (4:4:4 with full_chroma), with an sRGB ICC profile."""
+    ok, encoded = cv2.imencode(".jpg", bgr, [*_JPEG_PARAMS, _SAMPLING[full_chroma]])
     if not ok:
         raise RuntimeError("OpenCV failed to encode a JPEG")
     return _insert_icc(encoded.reshape(-1).data, srgb_profile_bytes())

@@ -2,60 +2,164 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from typing import Literal
 
+import cv2
 import numpy as np
 
-from imaging import _pixels
-from imaging._decode import decode, fit_long_side
+from imaging import _pixels, finish, sr
+from imaging._decode import ChannelOrder, decode, fit_long_side
 from imaging._source import DEFAULT_MAX_PIXELS, oriented
+from imaging.config import DEFAULT_CONFIG, EngineConfig, wants_super_resolution
+
+# Without a config the engine stays classic: the network is opted into by the caller (from its settings),
+# so a library call never turns into minutes of CPU by surprise.
+_NO_CONFIG = EngineConfig(engine="classic")
 
 TIER_SIZES: dict[str, int] = {"TIER_1K": 1024, "TIER_2K": 2048, "TIER_4K": 4096}
 
+Progress = Callable[[int, int], None]
+EngineUsed = Literal["classic", "sr"]
+
 _MAX_LONG_SIDE = 16_384  # JPEG's own limit is 65 535; nothing we sell is near this
 _MIN_SOURCE_USM_SIGMA = 0.6  # below this a Gaussian is too coarsely sampled to stand in for the output one
+_CLASSIC_STEPS = 2  # enhance, encode (reported after decoding)
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class EnhancedImage:
-    """An encoded output image; len(data) is its size in bytes."""
+    """An encoded output image; len(data) is its size in bytes; engine says which path made it."""
 
     data: bytes
     width: int
     height: int
     format: str = "JPEG"
+    engine: EngineUsed = "classic"
 
 
-def enhance_image(data: bytes, long_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> EnhancedImage:
-    """Decode, orient, colour-manage, resize to long_side, enhance and encode as JPEG; thread-safe, no I/O."""
+def needs_super_resolution(width: int, height: int, long_side: int, config: EngineConfig = DEFAULT_CONFIG) -> bool:
+    """Whether enhance_image would run the SR network for a source of this size; no decoding, for routing.
+
+    width and height may be as stored or as displayed (the long side is the same)."""
+    if not wants_super_resolution(width, height, long_side, config):
+        return False
+    return config.engine == "sr" or _sr_usable()
+
+
+@cache
+def _sr_usable() -> bool:
+    reason = sr.unavailable_reason()
+    if reason is not None:
+        _log.warning("Super-resolution is not available, enlarging with the classic engine: %s", reason)
+    return reason is None
+
+
+def enhance_image(
+    data: bytes,
+    long_side: int,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    *,
+    config: EngineConfig | None = None,
+    on_progress: Progress | None = None,
+) -> EnhancedImage:
+    """Decode, orient, colour-manage, resize to long_side, finish and encode as JPEG; thread-safe, no I/O.
+
+    config: the engine's knobs (imaging.EngineConfig); None means classic, no super-resolution.
+    on_progress(done, total), if given, is called from this thread once decoding is done (done=0), after
+    every step (every SR tile), and at the end (done=total). Whatever it raises aborts the enhancement and
+    propagates unchanged; the engine's buffers are released on the way out.
+    """
     if isinstance(long_side, bool) or not isinstance(long_side, int) or not 1 <= long_side <= _MAX_LONG_SIDE:
         raise ValueError(f"long_side must be an integer in 1..{_MAX_LONG_SIDE}, got {long_side!r}")
+    try:
+        return _enhance(data, long_side, max_pixels, config or _NO_CONFIG, on_progress or _no_progress)
+    except BaseException as exc:
+        # A traceback keeps every frame's locals, full-size pixel buffers included, alive for as long as the
+        # caller keeps the exception (a cancel may be held for a while); drop them, keep the frames' lines.
+        traceback.clear_frames(exc.__traceback__)
+        raise
+
+
+def _no_progress(done: int, total: int) -> None:
+    """The default callback."""
+
+
+def _enhance(data: bytes, long_side: int, max_pixels: int, config: EngineConfig, report: Progress) -> EnhancedImage:
     source = decode(data, max_pixels, long_side)
     pixels, order, icc, orientation = source.pixels, source.order, source.icc, source.orientation
     # Work in stored (unrotated) coordinates until orienting: the long side does not depend on rotation.
     stored_target = fit_long_side(source.stored_size, long_side)
+    use_sr = needs_super_resolution(*source.stored_size, long_side, config)
     del source  # each full-size buffer must be freed as soon as the next one exists: peak RSS per worker
     output_size = oriented(stored_target, orientation)
+    if use_sr:
+        return _enhance_sr(pixels, order, icc, orientation, output_size, config, report)
+    report(0, _CLASSIC_STEPS)
     # Pointwise colour work and rotation run on whichever is smaller, the decoded source or the output.
     shrinking = pixels.shape[0] * pixels.shape[1] > output_size[0] * output_size[1]
     if shrinking:
         pixels = _pixels.resize(pixels, stored_target)
     pixels, order = _pixels.to_srgb(pixels, order, icc)
-    pixels = _pixels.orient(_pixels.tone_and_colour(pixels, order), orientation)
+    pixels = _pixels.orient(finish.tone_and_colour(pixels, order), orientation)
     if not shrinking:
         pixels = _sharpen_and_enlarge(pixels, output_size)
     else:
-        _pixels.unsharp_in_place(pixels)
-    return EnhancedImage(data=_pixels.encode_jpeg(pixels), width=output_size[0], height=output_size[1])
+        finish.sharpen_in_place(pixels)
+    report(1, _CLASSIC_STEPS)
+    encoded = _pixels.encode_jpeg(pixels, finish.wants_full_chroma(pixels))
+    report(_CLASSIC_STEPS, _CLASSIC_STEPS)
+    return EnhancedImage(data=encoded, width=output_size[0], height=output_size[1])
+
+
+def _enhance_sr(
+    pixels: np.ndarray,
+    order: ChannelOrder,
+    icc: bytes | None,
+    orientation: int,
+    output_size: tuple[int, int],
+    config: EngineConfig,
+    report: Progress,
+) -> EnhancedImage:
+    # Tone and colour on the small source (pointwise, so it commutes with enlarging); no sharpening after
+    # the network: its output is already sharp, and an unsharp mask on top lowers fidelity (measured).
+    height, width = pixels.shape[:2]
+    passes = sr.plan_passes(max(width, height), max(output_size), config.sr_min_scale)
+    total = sr.count_tiles(width, height, passes, config.sr_tile_size) + 1
+    done = 0
+    report(done, total)
+
+    def after_tile() -> None:
+        nonlocal done
+        done += 1
+        report(done, total)
+
+    gray = order == "L"
+    pixels, order = _pixels.to_srgb(pixels, order, icc)
+    pixels = _pixels.orient(finish.tone_and_colour(pixels, order), orientation)
+    pixels = _pixels.resize(sr.upscale(pixels, passes, config, after_tile), output_size)
+    if gray:  # the network is RGB and may tint a gray picture by a level or two
+        pixels = cv2.cvtColor(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
+    encoded = _pixels.encode_jpeg(pixels, finish.wants_full_chroma(pixels))
+    report(total, total)
+    return EnhancedImage(data=encoded, width=output_size[0], height=output_size[1], engine="sr")
 
 
 def _sharpen_and_enlarge(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if pixels.shape[1::-1] == size:
+        return pixels  # nothing was resampled, so nothing was softened: sharpening would only add grain
     # Blur and interpolation commute, so the output-scale unsharp mask can run on the smaller source with
     # its radius scaled down, as long as that radius is still well sampled there.
-    source_sigma = _pixels.USM_SIGMA * pixels.shape[0] / size[1]
+    source_sigma = finish.USM_SIGMA * pixels.shape[0] / size[1]
     if source_sigma >= _MIN_SOURCE_USM_SIGMA:
-        _pixels.unsharp_in_place(pixels, source_sigma)
+        finish.sharpen_in_place(pixels, source_sigma)
         return _pixels.resize(pixels, size)
     pixels = _pixels.resize(pixels, size)
-    _pixels.unsharp_in_place(pixels)
+    finish.sharpen_in_place(pixels)
     return pixels

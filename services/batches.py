@@ -4,8 +4,10 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from core.config import Settings
+from core.vocabulary import TIERS, Tier
 from db import ledger
-from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, utcnow
+from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
+from imaging.config import EngineConfig, wants_super_resolution
 from workflows.inputs import BatchEnhanceInput, RetrySettings
 
 
@@ -17,6 +19,20 @@ def retry_settings(settings: Settings) -> RetrySettings:
         max_interval_seconds=settings.activity_max_retry_seconds,
         heartbeat_timeout_seconds=settings.activity_heartbeat_timeout_seconds,
         start_to_close_seconds=settings.activity_start_to_close_seconds,
+        sr_start_to_close_seconds=settings.sr_activity_start_to_close_seconds,
+    )
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    """The imaging engine's knobs, from the settings (it validates them)."""
+    return EngineConfig(
+        engine=settings.enhance_engine,
+        sr_model=settings.sr_model,
+        sr_min_scale=settings.sr_min_scale,
+        sr_tile_size=settings.sr_tile_size,
+        sr_threads=settings.sr_threads,
+        sr_gpu_id=settings.sr_gpu_id,
+        sr_noise=settings.sr_noise,
     )
 
 
@@ -33,20 +49,43 @@ def jobs_of(session: Session, batch_id: str) -> list[EnhancementJob]:
 
 def batch_input(session: Session, batch: Batch, settings: Settings) -> BatchEnhanceInput:
     """The workflow input of a batch, from its rows."""
-    return input_for(batch, jobs_of(session, batch.id), settings)
+    return input_for(session, batch, jobs_of(session, batch.id), settings)
 
 
-def input_for(batch: Batch, jobs: list[EnhancementJob], settings: Settings) -> BatchEnhanceInput:
+def _kept(row_id: str | None) -> str:
+    # Deleting an album or image is refused until its batches end, so an unfinished batch still has both.
+    if row_id is None:
+        raise ValueError("an unfinished batch lost its album or image")
+    return row_id
+
+
+def input_for(session: Session, batch: Batch, jobs: list[EnhancementJob], settings: Settings) -> BatchEnhanceInput:
     """The workflow input of a batch whose jobs are at hand (in processing order)."""
     return BatchEnhanceInput(
         batch_id=batch.id,
-        album_id=batch.album_id,
+        album_id=_kept(batch.album_id),
         user_id=batch.user_id,
         tier=batch.tier,
         job_ids=[job.id for job in jobs],
-        image_ids=[job.image_id for job in jobs],
+        image_ids=[_kept(job.image_id) for job in jobs],
         retry=retry_settings(settings),
+        sr_job_ids=super_resolution_jobs(session, jobs, settings),
+        sr_task_queue=settings.sr_task_queue,
     )
+
+
+def super_resolution_jobs(session: Session, jobs: list[EnhancementJob], settings: Settings) -> list[str]:
+    """The jobs whose image the network will enlarge (from the stored size and the tier; nothing decoded)."""
+    config = engine_config(settings)
+    rows = session.exec(
+        select(Image.id, Image.width, Image.height).where(col(Image.id).in_([job.image_id for job in jobs]))
+    )
+    sizes = {image_id: (width, height) for image_id, width, height in rows}
+    return [
+        job.id
+        for job in jobs
+        if wants_super_resolution(*sizes[_kept(job.image_id)], TIERS[Tier(job.tier)].long_side, config)
+    ]
 
 
 def mark_started(session: Session, batch_id: str) -> None:

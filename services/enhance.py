@@ -1,6 +1,7 @@
 """Planning and charging an album's enhancement batch, inside the caller's transaction."""
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import update
@@ -39,19 +40,14 @@ def lock_album(session: Session, album_id: str) -> None:
     session.exec(update(Album).where(col(Album.id) == album_id).values(id=Album.id))
 
 
-def album_images(session: Session, album_id: str) -> list[Image]:
-    """The album's images in processing order."""
-    return list(
-        session.exec(
-            select(Image)
-            .where(col(Image.album_id) == album_id)
-            .order_by(col(Image.sort_order), col(Image.created_at), col(Image.id))
-        )
-    )
-
-
-def images_to_enhance(session: Session, images: list[Image], tier: Tier, skip_already_enhanced: bool) -> list[Image]:
-    """The given images, minus those done or in flight at this tier when skipping."""
+def images_to_enhance(
+    session: Session, album_id: str, tier: Tier, skip_already_enhanced: bool, image_ids: Sequence[str] | None = None
+) -> list[Image]:
+    """The album's images (or those of them named), minus those done or in flight at this tier when skipping."""
+    query = select(Image).where(col(Image.album_id) == album_id)
+    if image_ids is not None:
+        query = query.where(col(Image.id).in_(image_ids))
+    images = list(session.exec(query.order_by(col(Image.sort_order), col(Image.created_at), col(Image.id))))
     if not skip_already_enhanced:
         return images
     covered = set(
@@ -83,13 +79,23 @@ def plan_and_charge(
     skip_already_enhanced: bool,
     max_batch_size: int,
     execution_mode: str,
+    image_ids: Sequence[str] | None = None,
 ) -> PlannedBatch:
-    """Apply the contract's rules after ownership: images, skip filter, size, cost, balance, charge, job rows."""
+    """Apply the contract's rules after ownership: images, skip filter, size, cost, balance, charge, job rows.
+
+    With `image_ids`, only those images are considered (and counted in `total_images`); each must be in the album.
+    """
     lock_album(session, album_id)
-    total = album_images(session, album_id)  # one query for the count and the images
+    total = list(session.exec(select(Image.id).where(col(Image.album_id) == album_id)).all())
     if not total:
         raise NotFound("No images found in album")
-    to_enhance = images_to_enhance(session, total, tier, skip_already_enhanced)
+    if image_ids is not None:
+        # Only the caller's own ids are echoed back, so this says nothing about other albums.
+        unknown = sorted(set(image_ids) - set(total))
+        if unknown:
+            raise InvalidRequest("Some imageIds are not images of this album", unknownImageIds=unknown)
+        total = list(image_ids)
+    to_enhance = images_to_enhance(session, album_id, tier, skip_already_enhanced, image_ids)
     skipped = len(total) - len(to_enhance)
     if not to_enhance:
         balance = session.exec(select(User.token_balance).where(col(User.id) == user_id)).one()

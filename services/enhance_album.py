@@ -35,6 +35,7 @@ class EnhanceAlbum:
     album_id: str
     tier: Tier
     skip_already_enhanced: bool
+    image_ids: tuple[str, ...] | None = None  # only these images of the album (None: all of them)
     idempotency_key: str | None = None
 
 
@@ -97,7 +98,7 @@ def _claim_and_charge(session: Session, settings: Settings, render: RenderRespon
             idempotency.release(session, command.user_id, key)
             session.commit()
         raise
-    to_start = input_for(planned.batch, planned.jobs, settings) if planned.batch is not None else None
+    to_start = input_for(session, planned.batch, planned.jobs, settings) if planned.batch is not None else None
     return _Charged(EnhanceAnswer(200, body, headers), to_start)
 
 
@@ -126,6 +127,7 @@ def _charge(session: Session, settings: Settings, command: EnhanceAlbum) -> Plan
         skip_already_enhanced=command.skip_already_enhanced,
         max_batch_size=settings.max_batch_size,
         execution_mode=settings.execution_mode,
+        image_ids=command.image_ids,
     )
 
 

@@ -26,7 +26,7 @@ from core.temporal_dev import dynamic_config_args, search_attribute_keys, tempor
 from db.session import init_db, make_engine
 from services.launcher import BatchLauncher
 from storage.local import LocalStorage
-from worker import build_worker, worker_activities, worker_executor
+from worker import running_workers, worker_activities
 
 
 class TestEnvironment(BaseSettings):
@@ -111,12 +111,15 @@ def storage(tmp_path: Path) -> LocalStorage:
 
 
 def make_settings(database_url: str, storage: LocalStorage, **overrides: object) -> Settings:
-    """Settings for one test: its own storage and task queue, fast retries, no rate limit."""
+    """Settings for one test: its own storage and task queues, fast retries, no rate limit, classic engine."""
     values: dict[str, object] = {
         "database_url": database_url,
         "storage_dir": storage.root,
         "execution_mode": "direct",
         "task_queue": f"test-{uuid.uuid4().hex}",
+        "sr_task_queue": f"test-sr-{uuid.uuid4().hex}",
+        # The network takes seconds even for a small image: tests that want it ask for it.
+        "enhance_engine": "classic",
         "rate_limit_enabled": False,
         "activity_max_attempts": 3,
         "activity_initial_retry_seconds": 0.05,
@@ -225,9 +228,8 @@ async def temporal_worker(h: Harness) -> AsyncIterator[None]:
     """A worker serving the harness's task queue, with the harness's storage."""
     assert h.temporal is not None
     activities = worker_activities(h.engine, h.storage, h.settings, h.temporal)
-    with worker_executor(h.settings) as executor:
-        async with build_worker(h.temporal, h.settings, activities, executor):
-            yield
+    async with running_workers(h.temporal, h.settings, activities):
+        yield
 
 
 @contextlib.asynccontextmanager

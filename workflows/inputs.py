@@ -12,6 +12,7 @@ class RetrySettings:
     max_interval_seconds: float = 30.0
     heartbeat_timeout_seconds: float = 10.0
     start_to_close_seconds: float = 300.0
+    sr_start_to_close_seconds: float = 1800.0  # an image the network enlarges may take minutes on a CPU
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,9 @@ class BatchEnhanceInput:
     job_ids: list[str]
     image_ids: list[str]
     retry: RetrySettings = field(default_factory=RetrySettings)
+    # Jobs whose image the super-resolution network will enlarge, and the task queue their activity runs on.
+    sr_job_ids: list[str] = field(default_factory=list)
+    sr_task_queue: str | None = None
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ def read_album(album: OwnedAlbum, session: SessionDep) -> AlbumDetailOut:
     images = session.exec(
         select(Image).where(col(Image.album_id) == album.id).order_by(col(Image.sort_order), col(Image.id))
     ).all()
-    jobs_by_image: dict[str, list[ImageJobOut]] = defaultdict(list)
+    jobs_by_image: dict[str | None, list[ImageJobOut]] = defaultdict(list)
     jobs = session.exec(
         select(EnhancementJob)
         .where(col(EnhancementJob.image_id).in_([image.id for image in images]))
@@ -199,6 +199,7 @@ async def enhance_album(
         album_id=album.id,
         tier=Tier(body.tier),
         skip_already_enhanced=body.skip_already_enhanced,
+        image_ids=tuple(body.image_ids) if body.image_ids is not None else None,
         idempotency_key=idempotency.validate_key(idempotency_key) if idempotency_key is not None else None,
     )
     answer = await enhance_album_use_case(session, settings, launcher.start, _enhance_response, command)

@@ -35,7 +35,8 @@ def test_no_or_wrong_key_is_401(direct_harness: Harness, headers: dict[str, str]
     album = make_album(direct_harness.engine, owner)
     response = enhance(direct_harness, album, headers, {"tier": "TIER_1K"})
     assert response.status_code == 401
-    assert response.json() == {"error": "Unauthorized"}
+    assert response.json()["error"] == "Unauthorized"
+    assert "Authorization: Bearer" in response.json()["hint"]
 
 
 def test_auth_comes_before_tier_validation(direct_harness: Harness) -> None:
@@ -150,7 +151,7 @@ def test_insufficient_tokens_is_402_and_charges_nothing(direct_harness: Harness)
     user, album, _ = make_album_with_images(direct_harness.engine, direct_harness.storage, 2, tokens=9)
     response = enhance(direct_harness, album, user.headers, {"tier": "TIER_2K"})
     assert response.status_code == 402
-    assert response.json() == {"error": "Insufficient tokens", "required": 10, "toEnhance": 2}
+    assert response.json() == {"error": "Insufficient tokens", "required": 10, "toEnhance": 2, "balance": 9}
     assert balance(direct_harness.engine, user.id) == 9
     assert ledger_entries(direct_harness.engine, user.id, LedgerType.CONSUME) == []
 

@@ -34,7 +34,7 @@ def test_consume_over_balance_changes_nothing(db_url: str) -> None:
     user = make_user(engine, tokens=3)
     with pytest.raises(InsufficientTokens) as raised, session_scope(engine) as session:
         ledger.consume(session, user.id, 4, "batch-1", 2)
-    assert raised.value.extra == {"required": 4, "toEnhance": 2}
+    assert raised.value.extra == {"required": 4, "toEnhance": 2, "balance": 3}
     assert balance(engine, user.id) == 3
     assert len(ledger_entries(engine, user.id)) == 1
 

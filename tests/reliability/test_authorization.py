@@ -21,6 +21,7 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session, col, select
 
 import api.routes
+from api.deps import AUTH_HINT
 from api.main import api_router
 from db.models import Album, Batch, EnhancementJob, IdempotencyRecord, Image, Tier, TokenTransaction, User
 from storage.local import LocalStorage
@@ -63,6 +64,13 @@ ROUTES = [
     Route("POST", "/api/batches/{batchId}/cancel", foreign=(404, "Batch not found")),
     Route("POST", "/api/batches/{batchId}/pause", foreign=(404, "Batch not found"), owner_conflict=True),
     Route("POST", "/api/batches/{batchId}/resume", foreign=(404, "Batch not found"), owner_conflict=True),
+    # After the cancel (and pause/resume): the owner's stream of the (now cancelled) batch ends at once.
+    Route("GET", "/api/batches/{batchId}/events", foreign=(404, "Batch not found")),
+    Route("GET", "/api/images/{imageId}/thumbnail", foreign=(404, "Image not found")),
+    Route("GET", "/api/albums/{albumId}/results.zip", foreign=(403, NOT_OWNER)),
+    # Last: the owner's deletes remove what the cases above use.
+    Route("DELETE", "/api/images/{imageId}", foreign=(404, "Image not found")),
+    Route("DELETE", "/api/albums/{albumId}", foreign=(403, NOT_OWNER)),
 ]
 
 
@@ -156,8 +164,9 @@ def problems_with_refusal(
         problems.append(f"content type {response.headers.get('content-type')!r}")
     else:
         body = response.json()
-        if body != {"error": error}:
-            problems.append(f"body {body!r}, expected {{'error': {error!r}}}")
+        expected = {"error": error, "hint": AUTH_HINT} if status == 401 else {"error": error}
+        if body != expected:
+            problems.append(f"body {body!r}, expected {expected!r}")
     if status == 401 and response.headers.get("www-authenticate") != "Bearer":
         problems.append(f"WWW-Authenticate {response.headers.get('www-authenticate')!r}")
     problems += leaks(response, secrets)

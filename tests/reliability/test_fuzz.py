@@ -31,7 +31,7 @@ from db.session import session_scope
 from services.batches import mark_started
 from tests.conftest import Harness, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, batch_row
-from tests.factories import jpeg_bytes, make_album, make_image, make_pending_job, make_user
+from tests.factories import jpeg_bytes, make_album, make_image, make_images, make_pending_job, make_user
 from tests.reliability.test_authorization import declared_api_operations
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
@@ -48,19 +48,25 @@ def label(operation: APIOperation) -> str:
 @dataclass
 class Owned:
     """The fuzzing user's key and real ids, by path parameter name (uploads get an album of their own, so the
-    enhance album stays under the batch size limit)."""
+    enhance album stays under the batch size limit; deletes get their own, so the other operations keep theirs)."""
 
     user_id: str
     api_key: str
     ids: dict[str, list[str]]
     upload_album: str
     running_batch: str
+    disposable: dict[str, list[str]]
+    finished_batch: str
 
     def real_ids(self, operation: APIOperation | None, name: str) -> list[str]:
+        if operation is not None and operation.method.upper() == "DELETE":
+            return self.disposable.get(name, [])
         if name == "albumId" and operation is not None and operation.path.endswith("/images"):
             return [self.upload_album]
         if name == "batchId" and operation is not None and operation.path.endswith(("/pause", "/resume")):
             return [self.running_batch, *self.ids.get(name, [])]
+        if name == "batchId" and operation is not None and operation.path.endswith("/events"):
+            return [self.finished_batch]  # the stream of a batch that is over ends at once
         return self.ids.get(name, [])
 
 
@@ -108,6 +114,8 @@ def seed_owned_resources(h: Harness) -> Owned:
     running_batch = h.http.get(f"/api/jobs/{running_job}", headers=user.headers).json()["batchId"]
     with session_scope(h.engine) as session:
         mark_started(session, running_batch)
+    # Separate albums: deleting the album must not take the images meant for the image deletes with it.
+    album_to_delete, images_to_delete = make_album(h.engine, user, "To delete"), make_album(h.engine, user, "Trim")
     return Owned(
         user.id,
         user.api_key,
@@ -119,6 +127,11 @@ def seed_owned_resources(h: Harness) -> Owned:
         },
         upload_album=make_album(h.engine, user, "Uploads"),
         running_batch=running_batch,
+        finished_batch=done_batch,
+        disposable={
+            "albumId": [album_to_delete],
+            "imageId": make_images(h.engine, h.storage, images_to_delete, 3),
+        },
     )
 
 

@@ -29,7 +29,7 @@ from tests.db_helpers import (
     refunds_for_job,
 )
 from tests.factories import make_album, make_album_with_images, make_images, make_user
-from worker import build_worker
+from worker import running_workers
 from workflows.batch_enhance import BatchEnhanceWorkflow
 
 ALBUMS, IMAGES_PER_ALBUM, REQUESTS = 5, 4, 50
@@ -103,16 +103,15 @@ async def test_database_failing_inside_an_activity(
     activities = BatchActivities(faulty_engine, storage, settings.max_image_pixels)
     engine = make_engine(primary_db_url)
     user, album, _ = make_album_with_images(engine, storage, 2, tokens=100)
-    with ThreadPoolExecutor(max_workers=2) as executor:
-        async with build_worker(temporal_env.client, settings, activities, executor):
-            with LiveServer(settings) as api:
-                async with httpx.AsyncClient(base_url=api.base_url) as http:
-                    response = await http.post(
-                        f"/api/albums/{album}/enhance", headers=user.headers, json={"tier": "TIER_1K"}
-                    )
-                batch_id = response.json()["batchId"]
-                handle = temporal_env.client.get_workflow_handle_for(BatchEnhanceWorkflow.run, batch_id)
-                result = await handle.result()
+    async with running_workers(temporal_env.client, settings, activities):
+        with LiveServer(settings) as api:
+            async with httpx.AsyncClient(base_url=api.base_url) as http:
+                response = await http.post(
+                    f"/api/albums/{album}/enhance", headers=user.headers, json={"tier": "TIER_1K"}
+                )
+            batch_id = response.json()["batchId"]
+            handle = temporal_env.client.get_workflow_handle_for(BatchEnhanceWorkflow.run, batch_id)
+            result = await handle.result()
     jobs = jobs_of_batch(engine, batch_id)
     if failures is not None:
         assert (result.completed, faults.seen) == (2, 4)

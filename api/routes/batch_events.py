@@ -1,0 +1,65 @@
+"""A batch's live progress as Server-Sent Events."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
+
+from api.deps import EngineDep, OwnedBatch, SettingsDep
+from api.schemas import ErrorOut
+from services.batch_events import event_stream
+
+router = APIRouter(prefix="/batches", tags=["batches"])
+
+
+EVENTS_DESCRIPTION = """\
+`text/event-stream` of the batch's progress, read from the database (both execution modes):
+
+* `event: job` — a job changed: `{"jobId", "imageId", "position", "status", "tokensRefunded", "errorMessage"}`
+* `event: batch` — after any change: `{"batchId", "status", "totalImages", "completed", "failed", "cancelled",
+  "pending", "tokensCharged", "tokensRefunded"}`
+* `event: end` — the batch is over and no job can change; the server then closes the stream.
+
+The first events describe the whole batch. Every event has an `id`; reconnecting with `Last-Event-ID` sends only
+what changed since that event. Authenticate with the `Authorization` header, as everywhere (a browser reads the
+stream with `fetch()`, so the key never goes into a URL).
+"""
+
+
+# One event of the stream (OpenAPI 3.1 describes a text/event-stream by the schema of each event).
+EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["event", "data", "id"],
+    "properties": {
+        "event": {"type": "string", "enum": ["job", "batch", "end"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "description": "Send it back as Last-Event-ID to resume after this event"},
+    },
+}
+
+
+@router.get(
+    "/{batchId}/events",
+    response_class=StreamingResponse,
+    description=EVENTS_DESCRIPTION,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}}, "description": "The event stream"},
+        401: {"model": ErrorOut},
+        404: {"model": ErrorOut},
+    },
+)
+async def batch_events(
+    batch: OwnedBatch,
+    engine: EngineDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=200)] = None,
+) -> StreamingResponse:
+    """Stream a batch's job transitions and status until it ends."""
+    stream = event_stream(
+        engine, batch.id, last_event_id, settings.events_poll_seconds, settings.events_keepalive_seconds
+    )
+    return StreamingResponse(
+        stream,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

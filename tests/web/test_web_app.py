@@ -1,0 +1,252 @@
+"""The web app in a real headless Chromium against the real API over real HTTP: an album owner's whole journey,
+and cancelling a running batch from the page."""
+
+import asyncio
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image as PILImage
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from temporalio.testing import WorkflowEnvironment
+
+from storage.local import LocalStorage
+from tests.conftest import Harness, LiveServer, engine_for, make_settings, temporal_stack
+from tests.db_helpers import assert_balance_matches_ledger, balance, original_key_of
+from tests.factories import FIXTURES, UserWithKey, make_album, make_user, photo_bytes
+from tests.storage_faults import GatedStorage
+from tests.web.browser import by_id, chromium, screenshot, text_of, wait_for
+
+PHOTOS = ("rocket.jpg", "chelsea.png", "coffee.png")
+
+
+@pytest.fixture
+def web(primary_db_url: str, storage: LocalStorage) -> Iterator[Harness]:
+    """The API (direct mode) serving the web app."""
+    settings = make_settings(primary_db_url, storage, events_poll_seconds=0.1)
+    with LiveServer(settings) as api:
+        yield Harness(settings, engine_for(primary_db_url), storage, api)
+
+
+def sign_in(driver: WebDriver, base_url: str, user: UserWithKey) -> None:
+    driver.get(base_url + "/")
+    wait_for(driver, lambda d: by_id(d, "api-key").is_displayed())
+    by_id(driver, "api-key").send_keys(user.api_key, Keys.ENTER)
+    wait_for(driver, lambda d: by_id(d, "view-albums").is_displayed())
+
+
+def tier(driver: WebDriver, name: str) -> WebElement:
+    """The tier's card (its radio is invisible: the card is what a user clicks)."""
+    return driver.find_element("xpath", f"//input[@value='{name}']/..")
+
+
+def tiles(driver: WebDriver) -> list[WebElement]:
+    return driver.find_elements("css selector", "#image-grid > li")
+
+
+def tile_statuses(driver: WebDriver) -> list[str | None]:
+    return [tile.get_attribute("data-status") for tile in tiles(driver)]
+
+
+def thumbnails_loaded(driver: WebDriver, count: int) -> bool:
+    script = "return [...document.querySelectorAll('#image-grid img')].filter(i => i.complete && i.naturalWidth).length"
+    return driver.execute_script(script) == count
+
+
+def test_an_owner_uploads_enhances_compares_and_downloads(web: Harness, tmp_path: Path) -> None:
+    user = make_user(web.engine, tokens=20)
+    downloads = tmp_path / "downloads"
+    with chromium(tmp_path / "profile", downloads) as driver:
+        sign_in(driver, web.api.base_url, user)
+        assert text_of(driver, "balance-value") == "20"
+
+        by_id(driver, "album-name").send_keys("Summer 2026", Keys.ENTER)
+        wait_for(driver, lambda d: text_of(d, "album-title") == "Summer 2026")
+
+        by_id(driver, "file-input").send_keys("\n".join(str(FIXTURES / name) for name in PHOTOS))
+        wait_for(driver, lambda d: len(tiles(d)) == 3 and thumbnails_loaded(d, 3))
+        assert [tile.find_element("css selector", ".name").text for tile in tiles(driver)] == list(PHOTOS)
+
+        # The quote before confirming: 3 photos at TIER_1K, 2 tokens each.
+        assert text_of(driver, "quote-count") == "3"
+        assert text_of(driver, "quote-cost") == "6 tokens"
+        assert text_of(driver, "quote-balance") == "20 tokens"
+        assert text_of(driver, "quote-after") == "14 tokens"
+        assert by_id(driver, "enhance-button").text == "Enhance 3 photos · 6 tokens"
+        # Why a request would be refused, said before it is sent: 4K would cost 30 tokens.
+        tier(driver, "TIER_4K").click()
+        assert text_of(driver, "quote-problem") == "Not enough tokens: this needs 30, you have 20."
+        assert not by_id(driver, "enhance-button").is_enabled()
+        tier(driver, "TIER_1K").click()
+        assert text_of(driver, "quote-problem") == ""
+        screenshot(driver, "web-album.png")
+
+        # Progress arrives over the event stream, on the same page: no reload.
+        driver.execute_script(
+            "window.sameDocument = true; window.progressSeen = [];"
+            "new MutationObserver(() => window.progressSeen.push(document.getElementById('progress-text').textContent))"
+            ".observe(document.getElementById('progress-text'), {childList: true, characterData: true, subtree: true});"
+        )
+        by_id(driver, "enhance-button").click()
+        wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "COMPLETED")
+        wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED"] * 3)
+        assert "3 of 3 done" in text_of(driver, "progress-text")
+        assert driver.execute_script("return window.sameDocument") is True
+        assert len(driver.execute_script("return window.progressSeen")) >= 2
+        wait_for(driver, lambda d: text_of(d, "balance-value") == "14")
+
+        # Before/after: the slider is a labelled range input, moved with the keyboard.
+        tiles(driver)[0].find_element("css selector", ".compare-open").click()
+        wait_for(
+            driver,
+            lambda d: d.execute_script(
+                "return ['compare-before', 'compare-after'].every(id => document.getElementById(id).naturalWidth > 0)"
+            ),
+        )
+        slider = by_id(driver, "compare-slider")
+        slider.send_keys(Keys.ARROW_LEFT * 10)
+        assert slider.get_attribute("value") == "40"
+        assert "40%" in by_id(driver, "compare-after-clip").value_of_css_property("clip-path")
+        screenshot(driver, "web-before-after.jpg")
+
+        by_id(driver, "compare-download").click()
+        result = wait_for(driver, lambda d: [p for p in downloads.glob("*.jpg")] or None)[0]
+        assert result.name == "rocket-1K.jpg"
+        with PILImage.open(io.BytesIO(result.read_bytes())) as photo:
+            assert photo.format == "JPEG" and max(photo.size) == 1024
+        driver.find_element("css selector", "#compare button[value=close]").click()
+
+        # The balance and the ledger changed.
+        by_id(driver, "balance").click()
+        wait_for(driver, lambda d: by_id(d, "view-ledger").is_displayed())
+        rows = driver.find_elements("css selector", "#ledger-rows tr")
+        assert [row.get_attribute("data-type") for row in rows] == ["CONSUME", "GRANT"]
+        cells = [cell.text for cell in rows[0].find_elements("css selector", "td")]
+        assert cells[1:] == ["Enhancement charged", "-6", "14"]
+        assert text_of(driver, "ledger-balance") == "14"
+
+        # At phone width nothing runs off the side of the page.
+        driver.set_window_size(390, 844)
+        driver.back()
+        wait_for(driver, lambda d: by_id(d, "view-album").is_displayed() and len(tiles(d)) == 3)
+        assert overflowing(driver) == []
+        screenshot(driver, "web-phone.png")
+        assert foreign_requests(driver, web.api.base_url) == []
+    assert balance(web.engine, user.id) == 14
+    assert_balance_matches_ledger(web.engine, user.id)
+
+
+def overflowing(driver: WebDriver) -> list[str]:
+    """The elements that stick out of the viewport to the right (they would make the page scroll sideways)."""
+    script = """
+        const width = document.documentElement.clientWidth;
+        return [...document.querySelectorAll('body *')]
+            .filter(e => e.getClientRects().length && e.getBoundingClientRect().right > width + 0.5)
+            .map(e => `${e.tagName.toLowerCase()}#${e.id}.${e.className}: ${e.getBoundingClientRect().right}`);
+    """
+    return driver.execute_script(script)
+
+
+def foreign_requests(driver: WebDriver, origin: str) -> list[str]:
+    """Every resource the page loaded from anywhere but the service (blob: URLs are the page's own)."""
+    urls = driver.execute_script("return performance.getEntriesByType('resource').map(entry => entry.name)")
+    return [url for url in urls if not url.startswith((origin, "blob:", "data:"))]
+
+
+def test_api_docs_render_without_any_other_origin(web: Harness, tmp_path: Path) -> None:
+    with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
+        driver.get(web.api.base_url + "/docs")
+        wait_for(driver, lambda d: "/api/batches/{batchId}/events" in d.find_element("tag name", "body").text)
+        assert "album-enhance" in driver.find_element("css selector", ".swagger-ui .info .title").text
+        assert foreign_requests(driver, web.api.base_url) == []
+
+
+def test_pausing_and_resuming_a_batch_from_the_page(primary_db_url: str, tmp_path: Path) -> None:
+    storage = GatedStorage(tmp_path / "storage")
+    settings = make_settings(primary_db_url, storage, events_poll_seconds=0.1, direct_poll_interval_seconds=0.05)
+    with LiveServer(settings, storage=storage) as api:
+        h = Harness(settings, engine_for(primary_db_url), storage, api)
+        user, album, images = album_of_photos(h)
+        try:
+            with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
+                open_album(driver, h, user, album)
+                # Gated once the thumbnails are made: in direct mode the API reads the same storage.
+                storage.gate(original_key_of(h.engine, images[1]))
+                by_id(driver, "enhance-button").click()
+                assert storage.waiting.wait(30), "the batch never reached the gated photo"
+                wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED", "PROCESSING", "PENDING"])
+
+                by_id(driver, "pause-batch").click()
+                wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "PAUSED")
+                assert by_id(driver, "resume-batch").is_displayed() and not by_id(driver, "pause-batch").is_displayed()
+                storage.release.set()
+                # The photo in progress finishes; the next one waits.
+                wait_for(driver, lambda d: tile_statuses(d)[:2] == ["COMPLETED", "COMPLETED"])
+                assert tile_statuses(driver)[2] == "PENDING"
+                assert "Paused" in text_of(driver, "progress-text")
+
+                by_id(driver, "resume-batch").click()
+                wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "COMPLETED")
+                wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED"] * 3)
+        finally:
+            storage.release.set()
+        assert balance(h.engine, user.id) == 100 - 6
+        assert_balance_matches_ledger(h.engine, user.id)
+
+
+def album_of_photos(h: Harness) -> tuple[UserWithKey, str, list[str]]:
+    """A user with 100 tokens and an album of the three sample photos, uploaded through the API."""
+    user = make_user(h.engine, tokens=100)
+    album = make_album(h.engine, user, name="Harbour walk")
+    photos = [("files", (name, photo_bytes(name))) for name in PHOTOS]
+    uploaded = h.http.post(f"/api/albums/{album}/images", headers=user.headers, files=photos)
+    assert uploaded.status_code == 201, uploaded.text
+    return user, album, [image["id"] for image in uploaded.json()["images"]]
+
+
+def open_album(driver: WebDriver, h: Harness, user: UserWithKey, album: str) -> None:
+    sign_in(driver, h.api.base_url, user)
+    driver.get(f"{h.api.base_url}/#/albums/{album}")
+    wait_for(driver, lambda d: len(tiles(d)) == 3 and thumbnails_loaded(d, 3))
+
+
+async def test_cancelling_a_running_batch_from_the_page_refunds_it(
+    temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
+) -> None:
+    storage = GatedStorage(tmp_path / "storage")
+    async with temporal_stack(temporal_env.client, primary_db_url, storage, events_poll_seconds=0.1) as h:
+        user, album, images = await asyncio.to_thread(album_of_photos, h)
+        storage.gate(original_key_of(h.engine, images[1]))  # the batch holds at the second photo
+        try:
+            # Selenium blocks: run it off the event loop, which the worker needs to make progress.
+            await asyncio.to_thread(cancel_from_the_page, h, user, album, storage, tmp_path)
+        finally:
+            storage.release.set()
+        assert balance(h.engine, user.id) == 100 - 2  # the first photo was enhanced; the rest came back
+        assert_balance_matches_ledger(h.engine, user.id)
+
+
+def cancel_from_the_page(h: Harness, user: UserWithKey, album: str, storage: GatedStorage, tmp_path: Path) -> None:
+    with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
+        open_album(driver, h, user, album)
+        by_id(driver, "enhance-button").click()
+        assert storage.waiting.wait(30), "the batch never reached the gated photo"
+        wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED", "PROCESSING", "PENDING"])
+        assert "1 of 3 done" in text_of(driver, "progress-text")
+        screenshot(driver, "web-progress.png")
+
+        by_id(driver, "cancel-batch").click()
+        driver.switch_to.alert.accept()
+        wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "CANCELLED")
+        wait_for(driver, lambda d: "4 tokens refunded" in text_of(d, "progress-text"))
+        wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED", "CANCELLED", "CANCELLED"])
+        wait_for(driver, lambda d: text_of(d, "balance-value") == "98")
+        assert not by_id(driver, "cancel-batch").is_displayed()
+
+        by_id(driver, "balance").click()
+        wait_for(driver, lambda d: by_id(d, "view-ledger").is_displayed())
+        types = [row.get_attribute("data-type") for row in driver.find_elements("css selector", "#ledger-rows tr")]
+        assert types == ["REFUND", "REFUND", "CONSUME", "GRANT"]

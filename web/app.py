@@ -1,0 +1,58 @@
+"""Serves the web app at `/`, its static files, and the API docs at `/docs` from local Swagger UI assets."""
+
+import json
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from core.config import Settings
+from core.vocabulary import TIERS
+
+STATIC_DIR = Path(__file__).parent / "static"
+# Swagger UI's own files, shipped inside the fastapi-offline wheel: /docs needs no network.
+SWAGGER_DIR = Path(str(files("fastapi_offline") / "static"))
+
+# Only our own origin may provide scripts, styles and images; images also come from blob: URLs (fetched with the
+# API key, which an <img src> could not send).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; script-src 'self'; style-src 'self'; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def page(settings: Settings) -> str:
+    """The single page, with the limits it must know (costs, batch size) filled in from the settings."""
+    limits = {
+        "maxBatchSize": settings.max_batch_size,
+        "tierCosts": {tier.value: spec.cost for tier, spec in TIERS.items()},
+        "maxUploadBytes": settings.max_upload_bytes,
+    }
+    html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    return html.replace("{{LIMITS}}", json.dumps(limits).replace('"', "&quot;"))
+
+
+def install(app: FastAPI) -> None:
+    """Add the web app's routes to the application."""
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.mount("/vendor/swagger-ui", StaticFiles(directory=SWAGGER_DIR), name="swagger-ui")
+
+    @app.get("/", include_in_schema=False)
+    def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(
+            page(request.app.state.settings),
+            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"},
+        )
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} - API docs",
+            swagger_js_url="/vendor/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url="/vendor/swagger-ui/swagger-ui.css",
+            swagger_favicon_url="/static/favicon.svg",
+        )

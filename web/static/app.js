@@ -1,0 +1,627 @@
+// album-enhance web app: a small single page over the JSON API. The API key lives in sessionStorage (this tab
+// only) and goes in the Authorization header of every request, the event stream included (read with fetch(),
+// since EventSource cannot send headers), so it never appears in a URL.
+"use strict";
+
+const LIMITS = JSON.parse(document.querySelector('meta[name="limits"]').content);
+const KEY_STORE = "album-enhance.api-key";
+const FINAL = new Set(["COMPLETED", "CANCELLED", "FAILED"]);
+const IN_FLIGHT = new Set(["PENDING", "PROCESSING"]);
+const $ = (id) => document.getElementById(id);
+
+const state = { me: null, album: null, selected: new Set(), batch: null, stream: null, blobs: [] };
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super(body && body.error ? body.error : `HTTP ${status}`);
+    this.status = status;
+    this.body = body || {};
+  }
+}
+
+function apiKey() { return sessionStorage.getItem(KEY_STORE); }
+
+async function api(path, { method = "GET", json, signal, headers = {} } = {}) {
+  const init = { method, signal, headers: { Authorization: `Bearer ${apiKey()}`, ...headers } };
+  if (json !== undefined) {
+    init.headers["Content-Type"] = "application/json";
+    init.body = JSON.stringify(json);
+  }
+  const response = await fetch(path, init);
+  if (response.status === 401 && path !== "/api/me") signOut("Your session ended: sign in again.");
+  if (!response.ok) throw new ApiError(response.status, await response.json().catch(() => null));
+  return response;
+}
+
+const getJson = async (path) => (await api(path)).json();
+
+async function blobUrl(path) {
+  const url = URL.createObjectURL(await (await api(path)).blob());
+  state.blobs.push(url);
+  return url;
+}
+
+function releaseBlobs() {
+  state.blobs.forEach((url) => URL.revokeObjectURL(url));
+  state.blobs = [];
+}
+
+async function download(path, filename) {
+  const url = URL.createObjectURL(await (await api(path)).blob());
+  const link = Object.assign(document.createElement("a"), { href: url, download: filename });
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+let toastTimer;
+function say(message, kind = "info") {
+  const status = $("status");
+  status.textContent = message;
+  status.dataset.kind = kind;
+  status.classList.add("shown");
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => status.classList.remove("shown"), 5000);
+}
+
+function failed(error) { say(error.message || String(error), "error"); }
+
+const plural = (n, word) => `${n} ${word}${n === 1 ? "" : "s"}`;
+const tierLabel = (tier) => tier.replace("TIER_", "");
+
+// --- session ---------------------------------------------------------------------------------------------------
+
+async function refreshMe() {
+  state.me = await getJson("/api/me");
+  $("balance-value").textContent = state.me.tokenBalance;
+  $("account").hidden = false;
+  renderQuote();
+}
+
+function signOut(message) {
+  sessionStorage.removeItem(KEY_STORE);
+  stopStream();
+  state.me = null;
+  $("account").hidden = true;
+  if (message) say(message);
+  location.hash = "#/";
+  route();
+}
+
+$("signin-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY_STORE, $("api-key").value.trim());
+  try {
+    await refreshMe();
+    $("api-key").value = "";
+    $("signin-error").textContent = "";
+    route();
+  } catch (error) {
+    sessionStorage.removeItem(KEY_STORE);
+    $("signin-error").textContent = error.status === 401 ? "That key is not valid." : error.message;
+  }
+});
+$("sign-out").addEventListener("click", () => signOut("Signed out."));
+
+// --- views -----------------------------------------------------------------------------------------------------
+
+function show(view) {
+  for (const section of document.querySelectorAll(".view")) section.hidden = section.id !== `view-${view}`;
+}
+
+async function route() {
+  if (!apiKey()) {
+    show("signin");
+    $("api-key").focus();
+    return;
+  }
+  try {
+    if (!state.me) await refreshMe();
+    const [, page, id] = location.hash.split("/");
+    if (page !== "albums" || id !== state.album?.id) leaveAlbum();
+    if (page === "albums" && id) await openAlbum(decodeURIComponent(id));
+    else if (page === "ledger") await openLedger();
+    else await openAlbums();
+  } catch (error) {
+    failed(error);
+  }
+}
+window.addEventListener("hashchange", route);
+
+async function openAlbums() {
+  const { albums } = await getJson("/api/albums");
+  const list = $("album-list");
+  list.replaceChildren(
+    ...albums.map((album) => {
+      const item = $("album-card").content.cloneNode(true);
+      const link = item.querySelector("a");
+      link.href = `#/albums/${encodeURIComponent(album.id)}`;
+      item.querySelector(".name").textContent = album.name;
+      item.querySelector(".count").textContent = plural(album.imageCount, "photo");
+      return item;
+    }),
+  );
+  $("albums-empty").hidden = albums.length > 0;
+  show("albums");
+}
+
+$("album-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  try {
+    const album = await (await api("/api/albums", { method: "POST", json: { name: $("album-name").value.trim() } })).json();
+    $("album-name").value = "";
+    location.hash = `#/albums/${encodeURIComponent(album.id)}`;
+  } catch (error) {
+    failed(error);
+  }
+});
+
+async function openLedger() {
+  await refreshMe();
+  const { transactions } = await getJson("/api/tokens/transactions?limit=200");
+  $("ledger-balance").textContent = state.me.tokenBalance;
+  const what = { GRANT: "Tokens granted", CONSUME: "Enhancement charged", REFUND: "Refund" };
+  $("ledger-rows").replaceChildren(
+    ...transactions.map((row) => {
+      const tr = document.createElement("tr");
+      const cells = [
+        new Date(row.createdAt).toLocaleString(),
+        what[row.type] || row.type,
+        (row.amount > 0 ? "+" : "") + row.amount,
+        row.balanceAfter,
+      ];
+      cells.forEach((text, index) => {
+        const td = document.createElement("td");
+        td.textContent = text;
+        if (index >= 2) td.className = "num";
+        if (index === 2) td.classList.add(row.amount < 0 ? "minus" : "plus");
+        tr.append(td);
+      });
+      tr.dataset.type = row.type;
+      return tr;
+    }),
+  );
+  show("ledger");
+}
+
+// --- album -----------------------------------------------------------------------------------------------------
+
+function leaveAlbum() {
+  stopStream();
+  releaseBlobs();
+  state.album = null;
+  state.batch = null;
+  state.selected.clear();
+  $("progress-panel").hidden = true;
+  $("uploads").replaceChildren();
+}
+
+async function loadAlbum(id) {
+  state.album = await getJson(`/api/albums/${encodeURIComponent(id)}`);
+  const ids = new Set(state.album.images.map((image) => image.id));
+  for (const selected of [...state.selected]) if (!ids.has(selected)) state.selected.delete(selected);
+}
+
+async function openAlbum(id) {
+  const first = state.album?.id !== id;
+  await loadAlbum(id);
+  renderAlbum();
+  show("album");
+  if (first) {
+    const running = state.album.images.flatMap((image) => image.enhancementJobs).find((job) => IN_FLIGHT.has(job.status));
+    if (running) watchBatch(running.batchId, running.tier);
+  }
+}
+
+function latestJob(image, predicate) {
+  const jobs = image.enhancementJobs.filter(predicate);
+  return jobs[jobs.length - 1];
+}
+
+function renderAlbum() {
+  const album = state.album;
+  $("album-title").textContent = album.name;
+  const enhanced = album.images.filter((image) => latestJob(image, (job) => job.status === "COMPLETED")).length;
+  $("album-meta").textContent = `${plural(album.images.length, "photo")} · ${enhanced} enhanced`;
+  $("download-zip").disabled = enhanced === 0;
+  $("images-empty").hidden = album.images.length > 0;
+  const grid = $("image-grid");
+  const tiles = new Map([...grid.children].map((tile) => [tile.dataset.imageId, tile]));
+  grid.replaceChildren(...album.images.map((image) => renderTile(tiles.get(image.id), image)));
+  renderQuote();
+}
+
+function badgeOf(image) {
+  const job = image.enhancementJobs[image.enhancementJobs.length - 1];
+  if (!job) return { text: "Original", status: "NONE" };
+  const done = latestJob(image, (j) => j.status === "COMPLETED");
+  const text = {
+    PENDING: `Queued · ${tierLabel(job.tier)}`,
+    PROCESSING: `Enhancing · ${tierLabel(job.tier)}`,
+    COMPLETED: `Enhanced · ${tierLabel(job.tier)}`,
+    FAILED: "Failed · refunded",
+    CANCELLED: "Cancelled · refunded",
+  }[job.status];
+  if ((job.status === "FAILED" || job.status === "CANCELLED") && done) return { text: `Enhanced · ${tierLabel(done.tier)}`, status: "COMPLETED" };
+  return { text, status: job.status };
+}
+
+function renderTile(existing, image) {
+  const tile = existing || $("image-tile").content.firstElementChild.cloneNode(true);
+  const name = image.filename || image.id.slice(0, 8);
+  if (!existing) {
+    tile.dataset.imageId = image.id;
+    const img = tile.querySelector("img");
+    img.alt = name;
+    blobUrl(`/api/images/${image.id}/thumbnail`).then((url) => { img.src = url; }).catch(() => tile.classList.add("broken"));
+    const box = tile.querySelector(".select");
+    box.setAttribute("aria-label", `Select ${name}`);
+    box.addEventListener("change", () => {
+      if (box.checked) state.selected.add(image.id);
+      else state.selected.delete(image.id);
+      renderQuote();
+    });
+    tile.querySelector(".delete").addEventListener("click", () => deleteImage(image.id, name));
+  }
+  tile.querySelector(".name").textContent = name;
+  tile.querySelector(".select").checked = state.selected.has(image.id);
+  const badge = badgeOf(image);
+  const label = tile.querySelector(".badge");
+  label.textContent = badge.text;
+  tile.dataset.status = badge.status;
+  const done = latestJob(image, (job) => job.status === "COMPLETED");
+  for (const [selector, handler] of [[".compare-open", () => openCompare(image, done)], [".download", () => downloadResult(image, done)]]) {
+    const button = tile.querySelector(selector);
+    button.hidden = !done;
+    button.onclick = handler;
+    button.setAttribute("aria-label", `${button.textContent} ${name}`);
+  }
+  tile.querySelector(".delete").setAttribute("aria-label", `Delete ${name}`);
+  return tile;
+}
+
+async function deleteImage(id, name) {
+  if (!confirm(`Delete ${name} and its enhanced versions? This cannot be undone.`)) return;
+  try {
+    await api(`/api/images/${id}`, { method: "DELETE" });
+    say(`Deleted ${name}.`);
+    await loadAlbum(state.album.id);
+    renderAlbum();
+  } catch (error) {
+    failed(error);
+  }
+}
+
+$("delete-album").addEventListener("click", async () => {
+  const album = state.album;
+  if (!album || !confirm(`Delete the album “${album.name}” with all its photos? This cannot be undone.`)) return;
+  try {
+    await api(`/api/albums/${album.id}`, { method: "DELETE" });
+    say(`Deleted ${album.name}.`);
+    location.hash = "#/";
+  } catch (error) {
+    failed(error);
+  }
+});
+
+$("download-zip").addEventListener("click", () => {
+  const album = state.album;
+  download(`/api/albums/${album.id}/results.zip`, `${album.name.replace(/[^\w-]+/g, "-") || "album"}-enhanced.zip`).catch(failed);
+});
+
+function downloadResult(image, job) {
+  const stem = (image.filename || image.id).replace(/\.[^.]*$/, "");
+  download(`/api/jobs/${job.jobId}/result`, `${stem}-${tierLabel(job.tier)}.jpg`).catch(failed);
+}
+
+// --- upload ----------------------------------------------------------------------------------------------------
+
+const dropzone = $("dropzone");
+$("file-input").addEventListener("change", (event) => {
+  uploadAll([...event.target.files]);
+  event.target.value = "";
+});
+dropzone.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  dropzone.classList.add("over");
+});
+dropzone.addEventListener("dragleave", () => dropzone.classList.remove("over"));
+dropzone.addEventListener("drop", (event) => {
+  event.preventDefault();
+  dropzone.classList.remove("over");
+  uploadAll([...event.dataTransfer.files]);
+});
+
+async function uploadAll(files) {
+  const albumId = state.album.id;
+  // One request per file, in the order chosen (which is the album's order): each file gets its own progress
+  // bar, and one bad file fails alone. The bandwidth is shared anyway, so parallel requests would not be faster.
+  const rows = files.map((file) => [file, uploadRow(file)]);
+  for (const [file, row] of rows) await uploadOne(albumId, file, row);
+  if (state.album?.id === albumId) {
+    await loadAlbum(albumId);
+    renderAlbum();
+  }
+}
+
+function uploadRow(file) {
+  const row = document.createElement("li");
+  const label = Object.assign(document.createElement("span"), { textContent: file.name });
+  const bar = Object.assign(document.createElement("progress"), { max: 1, value: 0 });
+  bar.setAttribute("aria-label", `Upload of ${file.name}`);
+  const note = Object.assign(document.createElement("span"), { className: "muted note", textContent: "waiting" });
+  row.append(label, bar, note);
+  $("uploads").append(row);
+  return row;
+}
+
+function uploadOne(albumId, file, row) {
+  const [bar, note] = [row.querySelector("progress"), row.querySelector(".note")];
+  if (file.size > LIMITS.maxUploadBytes) {
+    row.dataset.state = "failed";
+    note.textContent = "too large";
+    return Promise.resolve();
+  }
+  return new Promise((resolve) => {
+    const xhr = new XMLHttpRequest();
+    const body = new FormData();
+    body.append("files", file, file.name);
+    xhr.open("POST", `/api/albums/${encodeURIComponent(albumId)}/images`);
+    xhr.setRequestHeader("Authorization", `Bearer ${apiKey()}`);
+    xhr.upload.addEventListener("progress", (event) => {
+      if (event.lengthComputable) bar.value = event.loaded / event.total;
+      note.textContent = `${Math.round(bar.value * 100)} %`;
+    });
+    xhr.addEventListener("load", () => {
+      const ok = xhr.status === 201;
+      bar.value = ok ? 1 : bar.value;
+      row.dataset.state = ok ? "done" : "failed";
+      let message = "uploaded";
+      if (!ok) {
+        try { message = JSON.parse(xhr.responseText).error; } catch { message = `failed (HTTP ${xhr.status})`; }
+      }
+      note.textContent = message;
+      if (ok) setTimeout(() => row.remove(), 4000);
+      resolve();
+    });
+    xhr.addEventListener("error", () => {
+      row.dataset.state = "failed";
+      note.textContent = "network error";
+      resolve();
+    });
+    xhr.send(body);
+  });
+}
+
+// --- enhance: quote and confirm ----------------------------------------------------------------------------------
+
+function selectedTier() { return document.querySelector('input[name="tier"]:checked').value; }
+
+function quote() {
+  const album = state.album;
+  const tier = selectedTier();
+  const onlySelected = $("only-selected").checked && state.selected.size > 0;
+  const considered = album.images.filter((image) => !onlySelected || state.selected.has(image.id));
+  const skip = $("skip-enhanced").checked;
+  const covered = (image) => image.enhancementJobs.some((job) => job.tier === tier && (job.status === "COMPLETED" || IN_FLIGHT.has(job.status)));
+  const images = considered.filter((image) => !skip || !covered(image));
+  const cost = images.length * LIMITS.tierCosts[tier];
+  const balance = state.me ? state.me.tokenBalance : 0;
+  let problem = "";
+  if (album.images.length === 0) problem = "Upload photos first.";
+  else if (images.length === 0) problem = "Nothing to enhance: every photo is already enhanced (or in progress) at this tier.";
+  else if (images.length > LIMITS.maxBatchSize) problem = `Too many photos for one batch: ${images.length}, at most ${LIMITS.maxBatchSize}. Select some and tick “Only the selected images”.`;
+  else if (cost > balance) problem = `Not enough tokens: this needs ${cost}, you have ${balance}.`;
+  return { tier, images, cost, balance, problem, onlySelected };
+}
+
+function renderQuote() {
+  if (!state.album) return;
+  $("selected-count").textContent = state.selected.size;
+  $("only-selected").disabled = state.selected.size === 0;
+  const q = quote();
+  $("quote-count").textContent = q.images.length;
+  $("quote-cost").textContent = plural(q.cost, "token");
+  $("quote-balance").textContent = plural(q.balance, "token");
+  $("quote-after").textContent = q.problem ? "—" : plural(q.balance - q.cost, "token");
+  $("quote-problem").textContent = q.problem;
+  const busy = Boolean(state.batch && !FINAL.has(state.batch.status));
+  $("enhance-button").disabled = Boolean(q.problem) || busy;
+  $("enhance-button").textContent = q.problem ? "Enhance" : `Enhance ${plural(q.images.length, "photo")} · ${plural(q.cost, "token")}`;
+}
+
+for (const input of document.querySelectorAll('input[name="tier"], #skip-enhanced, #only-selected')) input.addEventListener("change", renderQuote);
+for (const small of document.querySelectorAll("small[data-cost]")) small.textContent = `${LIMITS.tierCosts[small.dataset.cost]} / photo`;
+
+$("enhance-button").addEventListener("click", async () => {
+  const q = quote();
+  if (q.problem) return;
+  const body = { tier: q.tier, skipAlreadyEnhanced: $("skip-enhanced").checked };
+  if (q.onlySelected) body.imageIds = [...state.selected];
+  $("enhance-button").disabled = true;
+  try {
+    const result = await (await api(`/api/albums/${state.album.id}/enhance`, { method: "POST", json: body })).json();
+    state.me.tokenBalance = result.newBalance;
+    $("balance-value").textContent = result.newBalance;
+    if (result.batchId) {
+      say(`Enhancing ${plural(result.queued, "photo")} at ${tierLabel(q.tier)} for ${plural(result.totalCost, "token")}.`);
+      watchBatch(result.batchId, q.tier);
+    } else {
+      say("Nothing to enhance.");
+    }
+    await loadAlbum(state.album.id);
+    renderAlbum();
+  } catch (error) {
+    failed(error);
+    await refreshMe().catch(() => {});
+  }
+});
+
+// --- live progress -----------------------------------------------------------------------------------------------
+
+function stopStream() {
+  if (state.stream) state.stream.abort();
+  state.stream = null;
+}
+
+function watchBatch(batchId, tier) {
+  stopStream();
+  state.batch = { batchId, tier, status: "RUNNING", totalImages: 0, completed: 0, failed: 0, cancelled: 0, tokensRefunded: 0 };
+  $("progress-tier").textContent = `at ${tierLabel(tier)}`;
+  $("progress-panel").hidden = false;
+  renderProgress();
+  const controller = new AbortController();
+  state.stream = controller;
+  readEvents(batchId, controller.signal).catch((error) => {
+    if (error.name !== "AbortError") failed(error);
+  });
+}
+
+// Reads `text/event-stream` with fetch (so the API key goes in a header) and reconnects with Last-Event-ID.
+async function readEvents(batchId, signal) {
+  let lastId = null;
+  for (let attempt = 0; !signal.aborted; attempt++) {
+    try {
+      const headers = lastId ? { "Last-Event-ID": lastId } : {};
+      const response = await api(`/api/batches/${encodeURIComponent(batchId)}/events`, { signal, headers });
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const event = parseEvent(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (event.id) lastId = event.id;
+          if (event.name === "end") return onEnd(event.data);
+          if (event.name === "job") onJob(event.data);
+          if (event.name === "batch") onBatch(event.data);
+          attempt = 0;
+        }
+      }
+    } catch (error) {
+      if (signal.aborted || (error instanceof ApiError && error.status < 500)) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** attempt, 10000)));
+  }
+}
+
+function parseEvent(block) {
+  const event = { name: "message", data: null, id: null };
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line.startsWith(":")) continue;
+    const [field, ...rest] = line.split(":");
+    const value = rest.join(":").replace(/^ /, "");
+    if (field === "event") event.name = value;
+    else if (field === "data") data.push(value);
+    else if (field === "id") event.id = value;
+  }
+  if (data.length) event.data = JSON.parse(data.join("\n"));
+  return event;
+}
+
+function onJob(job) {
+  const image = state.album?.images.find((candidate) => candidate.id === job.imageId);
+  if (!image) return;
+  const known = image.enhancementJobs.find((candidate) => candidate.jobId === job.jobId);
+  if (known) known.status = job.status;
+  else image.enhancementJobs.push({ jobId: job.jobId, batchId: state.batch.batchId, tier: state.batch.tier, status: job.status });
+  const tile = $("image-grid").querySelector(`[data-image-id="${CSS.escape(image.id)}"]`);
+  if (tile) renderTile(tile, image);
+}
+
+function onBatch(batch) {
+  state.batch = { ...batch, tier: state.batch.tier };
+  renderProgress();
+}
+
+async function onEnd() {
+  state.stream = null;
+  renderProgress();
+  const b = state.batch;
+  const refunded = b.tokensRefunded ? `, ${plural(b.tokensRefunded, "token")} refunded` : "";
+  say(`Batch ${b.status.toLowerCase()}: ${b.completed} enhanced${refunded}.`);
+  await Promise.all([refreshMe(), loadAlbum(state.album.id)]).catch(failed);
+  if (state.album) renderAlbum();
+}
+
+function renderProgress() {
+  const b = state.batch;
+  const done = b.completed + b.failed + b.cancelled;
+  const bar = $("progress-bar");
+  bar.max = Math.max(b.totalImages, 1);
+  bar.value = done;
+  const parts = [`${done} of ${b.totalImages} done`, `${b.completed} enhanced`];
+  if (b.failed) parts.push(`${b.failed} failed`);
+  if (b.cancelled) parts.push(`${b.cancelled} cancelled`);
+  if (b.tokensRefunded) parts.push(`${plural(b.tokensRefunded, "token")} refunded`);
+  const finished = FINAL.has(b.status);
+  $("progress-text").textContent = `${b.status === "PAUSED" ? "Paused · " : ""}${finished ? `${b.status[0]}${b.status.slice(1).toLowerCase()} · ` : ""}${parts.join(" · ")}`;
+  $("progress-panel").dataset.status = b.status;
+  $("pause-batch").hidden = finished || b.status === "PAUSED";
+  $("resume-batch").hidden = finished || b.status !== "PAUSED";
+  $("cancel-batch").hidden = finished;
+  renderQuote();
+}
+
+for (const [id, action] of [["pause-batch", "pause"], ["resume-batch", "resume"], ["cancel-batch", "cancel"]]) {
+  $(id).addEventListener("click", async () => {
+    if (action === "cancel" && !confirm("Cancel this batch? Photos not enhanced yet are refunded.")) return;
+    try {
+      const result = await (await api(`/api/batches/${encodeURIComponent(state.batch.batchId)}/${action}`, { method: "POST" })).json();
+      state.batch.status = result.status;
+      renderProgress();
+      say(action === "cancel" ? "Cancelling: photos not enhanced yet are refunded." : `Batch ${result.status.toLowerCase()}.`);
+    } catch (error) {
+      failed(error);
+    }
+  });
+}
+
+// --- before / after ----------------------------------------------------------------------------------------------
+
+const dialog = $("compare");
+let compareTarget = null;
+
+async function openCompare(image, job) {
+  compareTarget = { image, job };
+  $("compare-info").textContent = `${image.filename || ""} · ${tierLabel(job.tier)}`;
+  $("compare-slider").value = 50;
+  setSplit(50);
+  const stage = $("compare-stage");
+  stage.style.aspectRatio = `${image.width} / ${image.height}`;
+  stage.style.maxWidth = `calc(70vh * ${image.width / image.height})`; // no letterbox when height is the limit
+  dialog.showModal();
+  try {
+    const [before, after] = await Promise.all([blobUrl(`/api/images/${image.id}/original`), blobUrl(`/api/jobs/${job.jobId}/result`)]);
+    $("compare-before").src = before;
+    $("compare-after").src = after;
+  } catch (error) {
+    failed(error);
+  }
+}
+
+function setSplit(percent) {
+  $("compare-after-clip").style.clipPath = `inset(0 0 0 ${percent}%)`;
+  $("compare-stage").style.setProperty("--split", `${percent}%`);
+}
+
+$("compare-slider").addEventListener("input", (event) => setSplit(event.target.value));
+$("compare-stage").addEventListener("pointermove", (event) => {
+  if (!event.buttons) return;
+  const box = event.currentTarget.getBoundingClientRect();
+  const percent = Math.round(Math.min(Math.max((event.clientX - box.left) / box.width, 0), 1) * 100);
+  $("compare-slider").value = percent;
+  setSplit(percent);
+});
+$("compare-download").addEventListener("click", () => compareTarget && downloadResult(compareTarget.image, compareTarget.job));
+dialog.addEventListener("close", () => {
+  $("compare-before").removeAttribute("src");
+  $("compare-after").removeAttribute("src");
+});
+
+route();
