@@ -186,7 +186,12 @@ def _parser() -> argparse.ArgumentParser:
     dev = commands.add_parser("dev", help="run the Temporal dev server, a worker and the API")
     dev.add_argument("--direct", action="store_true", help="run batches in the API process, without Temporal")
     commands.add_parser("api", help="run the API only")
-    commands.add_parser("worker", help="run a Temporal worker only")
+    worker = commands.add_parser("worker", help="run a Temporal worker only")
+    worker.add_argument(
+        "--queues",
+        type=lambda text: [queue.strip() for queue in text.split(",") if queue.strip()],
+        help="comma-separated task queues to serve (default: WORKER_QUEUES, or every queue), e.g. album-enhance-sr",
+    )
     users = commands.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     create = users.add_parser("create", help="create a user and print its API key")
     create.add_argument("email")
@@ -209,6 +214,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         refuse_busy_ports({"API": (settings.api_host, settings.api_port)})
         asyncio.run(_serve(settings, with_worker=False))
     elif args.command == "worker":
+        if args.queues:
+            settings = settings.model_copy(update={"worker_queues": args.queues})
         asyncio.run(run_worker(settings))
     elif args.command == "users":
         if args.tokens < 0:

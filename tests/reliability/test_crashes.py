@@ -160,6 +160,8 @@ def make_stack(db: CrashDb, tmp_path: Path, temporal_address: str) -> Stack:
         temporal_address=temporal_address,
         temporal_namespace="default",
         task_queue=task_queue,
+        sr_task_queue=f"{task_queue}-sr",
+        enhance_engine="classic",  # these tests are about crashes, not the network's minutes per image
         api_host="127.0.0.1",
         api_port=free_port(),
         rate_limit_enabled="false",
