@@ -65,7 +65,7 @@ def main() -> None:
     lines = [
         "# A 20-image TIER_4K batch of 1000-px photos, super-resolution engine",
         "",
-        f"`python -m bench.sr_batch` against `make dev` (one worker process, `SR_WORKERS=1`, 2 shared cores).",
+        "`python -m bench.sr_batch` against `make dev` (one worker process, `SR_WORKERS=1`, 2 shared cores).",
         "",
         f"- batch {batch['status']}: {batch['completed']} completed, {batch['failed']} failed, "
         f"{batch['cancelled']} cancelled, in {elapsed:.0f} s ({elapsed / max(1, batch['completed']):.1f} s per image)",
