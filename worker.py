@@ -8,6 +8,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, Worker
@@ -20,12 +21,39 @@ from services.batches import engine_config
 from services.deployment import verify_storage
 from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
+from storage.base import Storage
 from storage.factory import storage_from
 from telemetry.logs import configure_logging
 from telemetry.metrics import TemporalSdkMetrics, serve_worker_metrics
 from telemetry.tracing import export_traces, temporal_interceptors
 from telemetry.worker import ProductMetricsInterceptor
 from workflows.batch_enhance import BatchEnhanceWorkflow
+
+# Each waiting activity poll holds an activity slot. Eager dispatch needs a free slot when the workflow task that
+# schedules the next image completes; with as many pollers as spare slots (the default 5) none is ever free, and
+# every image goes the long way through the task queue (about 40 ms more per image on the dev server).
+ACTIVITY_POLLERS = 2
+
+
+def activity_slots(settings: Settings) -> int:
+    """Activities the batch queue's worker runs at once: one per engine thread, plus spares that prepare the next
+    images and keep bookkeeping from queueing behind the engine (the engine itself stays at IMAGE_WORKERS threads)."""
+    return settings.image_workers + settings.worker_spare_activity_slots
+
+
+def worker_activities(engine: Engine, storage: Storage, settings: Settings, client: Client) -> BatchActivities:
+    """The activities as a worker runs them (call on the worker's event loop): a long job's steps go to its
+    workflow as signals, and the batch queue's images are enhanced on at most IMAGE_WORKERS threads at a time."""
+    return BatchActivities(
+        engine,
+        storage,
+        settings.max_image_pixels,
+        settings.activity_heartbeat_interval_seconds,
+        settings.activity_progress_interval_seconds,
+        on_step=StepSignals(client, asyncio.get_running_loop()),
+        engine_config=engine_config(settings),
+        engine_threads=settings.image_workers,
+    )
 
 
 def served_queues(settings: Settings) -> list[str]:
@@ -51,6 +79,7 @@ def _worker(
         activities=activities,
         activity_executor=pool,
         max_concurrent_activities=slots,
+        max_concurrent_activity_task_polls=min(ACTIVITY_POLLERS, slots),
         interceptors=interceptors,
         # Every heartbeat reaches the server, so a cancel reaches an image in progress within about an interval.
         max_heartbeat_throttle_interval=heartbeat_throttle,
@@ -63,20 +92,18 @@ async def running_workers(
     client: Client, settings: Settings, activities: BatchActivities, interceptors: Sequence[Interceptor] = ()
 ) -> AsyncIterator[None]:
     """Run a worker for each served queue until the block ends: the batch queue runs the workflow and every
-    activity on IMAGE_WORKERS threads; the super-resolution queue runs image activities on SR_WORKERS threads."""
+    activity in `activity_slots` (its images through the engine on IMAGE_WORKERS threads at a time); the
+    super-resolution queue runs image activities on SR_WORKERS threads."""
     queues = served_queues(settings)
     with contextlib.ExitStack() as pools:
         workers = []
         if settings.task_queue in queues:
-            pool = pools.enter_context(ThreadPoolExecutor(settings.image_workers, thread_name_prefix="activity"))
-            workers.append(
-                _worker(
-                    client, settings, settings.task_queue, activities.all(), settings.image_workers, pool, interceptors
-                )
-            )
+            slots = activity_slots(settings)
+            pool = pools.enter_context(ThreadPoolExecutor(slots, thread_name_prefix="activity"))
+            workers.append(_worker(client, settings, settings.task_queue, activities.all(), slots, pool, interceptors))
         if settings.sr_task_queue in queues and settings.sr_task_queue != settings.task_queue:
             pool = pools.enter_context(ThreadPoolExecutor(settings.sr_workers, thread_name_prefix="sr"))
-            sr_activities: list[Callable[..., Any]] = [activities.process_job]
+            sr_activities: list[Callable[..., Any]] = [activities.ungated().process_job]  # all its threads enhance
             workers.append(
                 _worker(
                     client, settings, settings.sr_task_queue, sr_activities, settings.sr_workers, pool, interceptors
@@ -107,15 +134,7 @@ async def run_worker(settings: Settings) -> None:
         interceptors=temporal_interceptors(),
         runtime=runtime,
     )
-    activities = BatchActivities(
-        engine,
-        storage,
-        settings.max_image_pixels,
-        settings.activity_heartbeat_interval_seconds,
-        settings.activity_progress_interval_seconds,
-        on_step=StepSignals(client, asyncio.get_running_loop()),
-        engine_config=engine_config(settings),
-    )
+    activities = worker_activities(engine, storage, settings, client)
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
     logging.getLogger(__name__).info("serving task queues %s", ", ".join(served_queues(settings)))
     drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None

@@ -5,6 +5,7 @@ driver); only the JobControl differs: how progress is reported and how a cancel 
 """
 
 import contextvars
+import copy
 import functools
 import logging
 import threading
@@ -15,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sqlalchemy import Engine, func, update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from core.vocabulary import (
     ACTIVE_BATCH_STATUSES,
+    IN_FLIGHT_STATUSES,
     INVALID_IMAGE_ERROR,
     MISSING_ORIGINAL_ERROR,
     TIERS,
@@ -181,7 +183,10 @@ class BatchActivities:
         progress_interval: float = 2.0,
         on_step: StepListener | None = None,
         engine_config: EngineConfig | None = None,
+        engine_threads: int | None = None,
     ) -> None:
+        """`engine_threads` bounds how many images are enhanced at once when more jobs than that may run at a time
+        (a worker with spare activity slots); None when the caller's thread pool bounds it already."""
         self.engine = engine
         self.storage = storage
         self.max_image_pixels = max_image_pixels
@@ -189,6 +194,13 @@ class BatchActivities:
         self.progress_interval = progress_interval
         self.on_step = on_step  # e.g. a signal to the job's workflow, so its progress query shows the step
         self.engine_config = engine_config  # None: the classic engine only
+        self._engine_gate = threading.BoundedSemaphore(engine_threads) if engine_threads is not None else None
+
+    def ungated(self) -> "BatchActivities":
+        """These activities without the engine gate, for a pool whose every thread may enhance at once."""
+        clone = copy.copy(self)
+        clone._engine_gate = None
+        return clone
 
     # Cancellation is cooperative (checkpoints), never an exception thrown into the thread at an arbitrary point,
     # which could land inside a database transaction.
@@ -236,23 +248,40 @@ class BatchActivities:
             raise ApplicationError(
                 "The original image is missing from storage", type=MISSING_ORIGINAL_ERROR, non_retryable=True
             ) from exc
-        checkpoint("enhancing")
         long_side = TIERS[Tier(claim.tier)].long_side
         config = self.engine_config
         tiled = config is not None and needs_super_resolution(claim.width, claim.height, long_side, config)
-        try:
-            enhanced = enhance_image(
-                original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled)
-            )
-        except InvalidImageError as exc:
-            raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
+        with self._engine_thread():
+            checkpoint("enhancing")
+            try:
+                enhanced = enhance_image(
+                    original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled)
+                )
+            except InvalidImageError as exc:
+                raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
         checkpoint("storing the result")  # the last point where a cancel stops this job
         key = enhanced_key(job_id)
         self.storage.put(key, enhanced.data)
-        if not self._complete(job_id, key, enhanced.width, enhanced.height, len(enhanced.data)):
+        completed = self._complete(job_id, key, enhanced.width, enhanced.height, len(enhanced.data))
+        if completed is None:
             # Closed (cancelled or failed) while this attempt ran: its refund stands, so drop the file.
             self.storage.delete(key)
-        return self._result_of(job_id)
+            return self._result_of(job_id)
+        return completed
+
+    @contextmanager
+    def _engine_thread(self) -> Iterator[None]:
+        """Hold one of the engine's threads while enhancing. More jobs than engine threads may be in progress (the
+        worker claims and reads the next images meanwhile); they wait here, still noticing a cancel."""
+        if self._engine_gate is None:
+            yield
+            return
+        while not self._engine_gate.acquire(timeout=self.heartbeat_interval):
+            checkpoint("waiting for an engine thread")
+        try:
+            yield
+        finally:
+            self._engine_gate.release()
 
     @activity.defn(name=Activity.CLOSE_JOB)
     def close_job(self, inp: CloseJobInput) -> CloseJobResult:
@@ -285,19 +314,31 @@ class BatchActivities:
             )
 
     def _claim(self, job_id: str) -> _Claim:
+        """Mark an unfinished job PROCESSING (one more attempt); a finished one is returned as it is."""
         with session_scope(self.engine) as session:
-            job = session.get(EnhancementJob, job_id, with_for_update=True)
-            if job is None:
-                raise ApplicationError(f"Job {job_id} not found", type="JobNotFound", non_retryable=True)
-            image = session.get_one(Image, job.image_id)
-            if job.status in (JobStatus.PENDING, JobStatus.PROCESSING):
-                job.status = JobStatus.PROCESSING
-                job.attempts += 1
-                job.started_at = job.started_at or utcnow()
-                session.add(job)
-            return _Claim(job.status, job.tier, image.original_key, image.width, image.height)
+            claimed = session.exec(
+                update(EnhancementJob)
+                .where(col(EnhancementJob.id) == job_id, col(EnhancementJob.status).in_(IN_FLIGHT_STATUSES))
+                .values(
+                    status=JobStatus.PROCESSING,
+                    attempts=EnhancementJob.attempts + 1,
+                    started_at=func.coalesce(EnhancementJob.started_at, utcnow()),
+                )
+                .returning(col(EnhancementJob.tier), col(EnhancementJob.image_id))
+            ).one_or_none()
+            if claimed is None:
+                job = session.get(EnhancementJob, job_id)
+                if job is None:
+                    raise ApplicationError(f"Job {job_id} not found", type="JobNotFound", non_retryable=True)
+                return _Claim(job.status, job.tier, original_key="", width=0, height=0)
+            tier, image_id = claimed
+            original_key, width, height = session.exec(
+                select(Image.original_key, Image.width, Image.height).where(col(Image.id) == image_id)
+            ).one()
+            return _Claim(JobStatus.PROCESSING, tier, original_key, width, height)
 
-    def _complete(self, job_id: str, key: str, width: int, height: int, size: int) -> bool:
+    def _complete(self, job_id: str, key: str, width: int, height: int, size: int) -> ProcessJobResult | None:
+        """Mark a PROCESSING job COMPLETED and return its result; None if it was closed meanwhile."""
         with session_scope(self.engine) as session:
             done = session.exec(
                 update(EnhancementJob)
@@ -312,8 +353,11 @@ class BatchActivities:
                     progress=None,
                     finished_at=utcnow(),
                 )
-            )
-            return bool(done.rowcount)
+                .returning(col(EnhancementJob.id))
+            ).one_or_none()
+        if done is None:
+            return None
+        return ProcessJobResult(job_id=job_id, status=JobStatus.COMPLETED, width=width, height=height, size_bytes=size)
 
     def _result_of(self, job_id: str) -> ProcessJobResult:
         with Session(self.engine) as session:

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     upload_decode_wait_seconds: float = Field(default=10.0, gt=0)  # wait for a decode slot, then 503
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
 
+    # Worker sizing. A worker runs IMAGE_WORKERS images through the engine at once and this many more activities
+    # beside them: the next images are claimed and read, and batches' bookkeeping runs, while the engine threads
+    # are busy, so with several batches the engine (not the orchestration) is what waits for nothing.
+    worker_spare_activity_slots: int = Field(default=4, ge=0)
+
     @property
     def connections_needed(self) -> int:
         return self.api_concurrency + self.image_workers + RESERVED_CONNECTIONS

@@ -1,12 +1,16 @@
 """The enhance use case: claim the idempotency key, count the request against the rate limit, charge, start the
 batch (or refund it), mark it started. Each step is its own transaction, committed here and nowhere else, so a
-crash between two steps leaves a state the reconciler understands (a CHARGED batch is started or refunded later)."""
+crash between two steps leaves a state the reconciler understands (a CHARGED batch is started or refunded later).
+
+The database steps are blocking and run on a worker thread; the start is awaited on the event loop, where the
+Temporal client lives, so no thread is held (and no thread hops back to the loop) while the server answers."""
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import anyio.to_thread
 from sqlmodel import Session
 
 from core.config import Settings
@@ -45,20 +49,42 @@ class EnhanceAnswer:
     replayed: bool = False
 
 
-StartBatch = Callable[[BatchEnhanceInput], None]
+StartBatch = Callable[[BatchEnhanceInput], Awaitable[None]]
 RenderResponse = Callable[[PlannedBatch], dict[str, Any]]
 
 
-def enhance_album(
+@dataclass(frozen=True)
+class _Charged:
+    """The answer to give, and the batch to start first (None: nothing was charged)."""
+
+    answer: EnhanceAnswer
+    to_start: BatchEnhanceInput | None = None
+
+
+async def enhance_album(
     session: Session, settings: Settings, start: StartBatch, render: RenderResponse, command: EnhanceAlbum
 ) -> EnhanceAnswer:
     """Run the use case; domain errors (400, 402, 404, 409, 422, 429, 500) propagate with nothing charged or kept."""
+    charged = await anyio.to_thread.run_sync(_claim_and_charge, session, settings, render, command)
+    if charged.to_start is not None:
+        try:
+            await start(charged.to_start)
+        except Exception:
+            log.exception("could not start batch %s; refunding it", charged.to_start.batch_id)
+            await anyio.to_thread.run_sync(_refund_unstarted, session, charged.to_start, command.idempotency_key)
+            return charged.answer  # started by the reconciler meanwhile: the charge stands
+        await anyio.to_thread.run_sync(_mark_started, session, charged.to_start.batch_id)
+    return charged.answer
+
+
+def _claim_and_charge(session: Session, settings: Settings, render: RenderResponse, command: EnhanceAlbum) -> _Charged:
+    """Claim the Idempotency-Key (or replay its answer), count the request, charge: each step committed."""
     key = command.idempotency_key
     if key is not None:
         fingerprint = idempotency.request_fingerprint(_request_of(command))
         stored = idempotency.claim(session, command.user_id, key, fingerprint, settings.idempotency_ttl_seconds)
         if stored is not None:
-            return EnhanceAnswer(stored.status_code, stored.body, replayed=True)
+            return _Charged(EnhanceAnswer(stored.status_code, stored.body, replayed=True))
     try:
         headers = _count_request(session, settings, command.user_id)
         planned = _charge(session, settings, command)
@@ -72,9 +98,8 @@ def enhance_album(
             idempotency.release(session, command.user_id, key)
             session.commit()
         raise
-    if planned.batch is not None:
-        _start_or_refund(session, start, input_for(session, planned.batch, planned.jobs, settings), key)
-    return EnhanceAnswer(200, body, headers)
+    to_start = input_for(session, planned.batch, planned.jobs, settings) if planned.batch is not None else None
+    return _Charged(EnhanceAnswer(200, body, headers), to_start)
 
 
 def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
@@ -106,22 +131,21 @@ def _charge(session: Session, settings: Settings, command: EnhanceAlbum) -> Plan
     )
 
 
-def _start_or_refund(session: Session, start: StartBatch, inp: BatchEnhanceInput, key: str | None) -> None:
-    """Start the charged batch and mark it started; if it cannot start, refund it and answer the contract's 500."""
-    try:
-        start(inp)
-    except Exception:
-        log.exception("could not start batch %s; refunding it", inp.batch_id)
-        refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, "The workflow could not be started")
-        status = session.get_one(Batch, inp.batch_id).status
-        if status != BatchStatus.FAILED:
-            # Started meanwhile by the reconciler (same workflow id): the batch runs, so the charge stands.
-            session.commit()
-            log.info("batch %s was started by the reconciler; %s tokens were not refunded", inp.batch_id, refunded)
-            return
-        if key is not None:
-            idempotency.record_response(session, inp.user_id, key, 500, {"error": START_FAILED})
+def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None) -> None:
+    """The batch could not be started: refund it, then answer the contract's 500 (said only once refunded)."""
+    refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, "The workflow could not be started")
+    status = session.get_one(Batch, inp.batch_id).status
+    if status != BatchStatus.FAILED:
+        # Started meanwhile by the reconciler (same workflow id): the batch runs, so the charge stands.
         session.commit()
-        raise BatchStartFailed(START_FAILED) from None
-    mark_started(session, inp.batch_id)
+        log.info("batch %s was started by the reconciler; %s tokens were not refunded", inp.batch_id, refunded)
+        return
+    if key is not None:
+        idempotency.record_response(session, inp.user_id, key, 500, {"error": START_FAILED})
+    session.commit()
+    raise BatchStartFailed(START_FAILED)
+
+
+def _mark_started(session: Session, batch_id: str) -> None:
+    mark_started(session, batch_id)
     session.commit()

@@ -20,17 +20,15 @@ from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.batch import BatchActivities
 from api.main import create_app
 from core.config import Settings
-from core.temporal_dev import search_attribute_keys, temporal_binary
+from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
 from db import migrate
 from db.session import make_engine
-from services.batches import engine_config
-from services.launcher import BatchLauncher, StepSignals
+from services.launcher import BatchLauncher
 from storage.local import LocalStorage
 from tests.s3_server import s3_server  # noqa: F401  (a session fixture: the local S3-compatible server)
-from worker import running_workers
+from worker import running_workers, worker_activities
 
 
 class TestEnvironment(BaseSettings):
@@ -200,6 +198,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_binary(),
         search_attributes=search_attribute_keys(),
         dev_server_log_level="error",
+        dev_server_extra_args=dynamic_config_args(),
     )
     try:
         yield env
@@ -231,15 +230,7 @@ def temporal_api(
 async def temporal_worker(h: Harness) -> AsyncIterator[None]:
     """A worker serving the harness's task queue, with the harness's storage."""
     assert h.temporal is not None
-    activities = BatchActivities(
-        h.engine,
-        h.storage,
-        h.settings.max_image_pixels,
-        h.settings.activity_heartbeat_interval_seconds,
-        h.settings.activity_progress_interval_seconds,
-        on_step=StepSignals(h.temporal, asyncio.get_running_loop()),
-        engine_config=engine_config(h.settings),
-    )
+    activities = worker_activities(h.engine, h.storage, h.settings, h.temporal)
     async with running_workers(h.temporal, h.settings, activities):
         yield
 

@@ -47,6 +47,7 @@ class DirectBatch:
         self.progress = self.policy.snapshot()
         self._job_cancelled = threading.Event()  # read by the image's checkpoints on its worker thread
         self._changed = asyncio.Event()
+        self._commands = 0  # in-process commands so far: a row read that overlapped one is stale
 
     async def run(self) -> BatchResult:
         """Run to the end; the batch row is watched meanwhile for commands sent to another process."""
@@ -60,10 +61,12 @@ class DirectBatch:
     # Commands ------------------------------------------------------------------------------------------------------
 
     def pause(self) -> None:
+        self._commands += 1
         self.policy.pause()
         self._changed.set()
 
     def resume(self) -> None:
+        self._commands += 1
         self.policy.resume()
         self._changed.set()
 
@@ -72,6 +75,7 @@ class DirectBatch:
         self.progress = self.policy.snapshot()
 
     def cancel(self) -> None:
+        self._commands += 1
         self.policy.request_cancel()
         self._job_cancelled.set()
         self._changed.set()
@@ -157,8 +161,10 @@ class DirectBatch:
 
     async def _apply_row(self) -> None:
         """Commands sent to another API process reach this one through the batch row."""
+        commands_before = self._commands
         row = await asyncio.to_thread(self._read_row)
-        if row is None:
+        if row is None or self._commands != commands_before:
+            # Read before an in-process command committed its row change: it would undo that command.
             return
         status, cancel_requested = row
         if cancel_requested and not self.policy.cancel_requested:

@@ -4,7 +4,6 @@ import logging
 from collections import defaultdict
 from typing import Annotated, Any
 
-import anyio.from_thread
 from fastapi import APIRouter, File, Header, UploadFile, status
 from fastapi.responses import JSONResponse
 from sqlalchemy import func
@@ -185,7 +184,7 @@ def _enhance_response(planned: PlannedBatch) -> dict[str, Any]:
     responses=_errors(400, 401, 402, 403, 404, 409, 422, 429, 500),
     openapi_extra=ENHANCE_BODY_SCHEMA,
 )
-def enhance_album(
+async def enhance_album(
     user: CurrentUser,
     body: EnhanceBody,
     album: OwnedAlbum,
@@ -203,8 +202,6 @@ def enhance_album(
         image_ids=tuple(body.image_ids) if body.image_ids is not None else None,
         idempotency_key=idempotency.validate_key(idempotency_key) if idempotency_key is not None else None,
     )
-    answer = enhance_album_use_case(
-        session, settings, lambda inp: anyio.from_thread.run(launcher.start, inp), _enhance_response, command
-    )
+    answer = await enhance_album_use_case(session, settings, launcher.start, _enhance_response, command)
     headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if answer.replayed else {})}
     return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)

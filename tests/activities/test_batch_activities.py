@@ -1,6 +1,8 @@
 """The batch activities on their own: idempotent under retries and races, refunds exactly once."""
 
 import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -9,11 +11,11 @@ from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.batch import BatchActivities
+from activities.batch import BatchActivities, DirectJobControl, JobInterrupted
 from core.vocabulary import INVALID_IMAGE_ERROR
 from db.models import EnhancementJob, JobStatus, Tier
 from storage.local import LocalStorage
-from tests.conftest import engine_for
+from tests.conftest import engine_for, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, refunds_for_job
 from tests.factories import make_album, make_image, make_pending_job, make_user, photo_bytes
 from workflows.inputs import CloseJobInput, ProcessJobInput
@@ -85,3 +87,26 @@ def test_completed_job_cannot_be_refunded(activities: BatchActivities) -> None:
     closed = activities.close_job(CloseJobInput(job_id, "CANCELLED", "too late"))
     assert (closed.status, closed.tokens_refunded) == (JobStatus.COMPLETED, 0)
     assert balance(activities.engine, user_id) == 10
+
+
+def test_a_job_waits_for_an_engine_thread_and_still_notices_a_cancel(db_url: str, tmp_path: Path) -> None:
+    gated = BatchActivities(
+        engine_for(db_url), LocalStorage(tmp_path / "storage"), 60_000_000, heartbeat_interval=0.02, engine_threads=1
+    )
+    _, waiting_job = pending_job(gated, photo_bytes("rocket.jpg"))
+    _, later_job = pending_job(gated, photo_bytes("rocket.jpg"))
+    assert gated._engine_gate is not None
+    gated._engine_gate.acquire()  # the one engine thread is busy with another image
+    cancelled = threading.Event()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        waiting = pool.submit(gated.enhance_job, ProcessJobInput(waiting_job), DirectJobControl(cancelled, 60), "b")
+        later = pool.submit(gated.enhance_job, ProcessJobInput(later_job), DirectJobControl(threading.Event(), 60), "b")
+        wait_until(lambda: job(gated, waiting_job).status == JobStatus.PROCESSING)
+        wait_until(lambda: job(gated, later_job).status == JobStatus.PROCESSING)
+        assert not waiting.done() and not later.done(), "neither enhances while the engine thread is taken"
+        cancelled.set()
+        with pytest.raises(JobInterrupted):
+            waiting.result(timeout=10)
+        gated._engine_gate.release()
+        assert later.result(timeout=60).status == JobStatus.COMPLETED
+    assert job(gated, waiting_job).status == JobStatus.PROCESSING, "interrupted: left for the driver to close"
