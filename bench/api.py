@@ -39,11 +39,10 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image as PILImage
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from api.deps import hash_api_key
 from bench.hostile import black_png
+from bench.throwaway import throwaway_database
 from core.config import Settings
 from core.temporal_dev import dev_server_command, wait_for_port
 from db import ledger, migrate
@@ -225,21 +224,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-@contextmanager
-def throwaway_database() -> Iterator[str]:
-    server = make_url(SERVER_URL)
-    name = f"album_enhance_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def tiny_jpeg() -> bytes:
@@ -514,7 +498,7 @@ def markdown(report: dict[str, Any]) -> str:
 def main() -> int:
     settings = Settings()
     with (
-        throwaway_database() as database_url,
+        throwaway_database(SERVER_URL, "album_enhance_bench") as database_url,
         tempfile.TemporaryDirectory(prefix="bench-api-") as tmp,
     ):
         storage_dir = Path(tmp) / "storage"

@@ -36,8 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from temporalio.client import Client
 
@@ -45,6 +44,7 @@ from activities.batch import BatchActivities
 from api.deps import hash_api_key
 from bench.load import LoadResult, json_request, percentile, run_load
 from bench.photos import photo_like_jpeg
+from bench.throwaway import throwaway_database
 from core.config import Settings
 from core.temporal_dev import start_dev_server
 from core.vocabulary import TIERS, BatchStatus, JobStatus, Tier
@@ -127,22 +127,6 @@ def measuring(stack: Stack) -> Iterator[Measured]:
 
 
 # Setup --------------------------------------------------------------------------------------------------------------
-
-
-@contextmanager
-def throwaway_database(server_url: str) -> Iterator[str]:
-    """A fresh database on the PostgreSQL server, dropped afterwards."""
-    server = make_url(server_url)
-    name = f"album_enhance_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def free_port() -> int:
@@ -578,7 +562,7 @@ async def run(postgres: str, rounds: int, latency_seconds: float) -> dict[str, A
     port = free_port()
     server = start_dev_server(workdir / "temporal.db", port, free_port(), "default")
     try:
-        with throwaway_database(postgres) as database_url:
+        with throwaway_database(postgres, "album_enhance_bench") as database_url:
             settings = Settings(
                 database_url=database_url,
                 storage_dir=workdir / "storage",

@@ -3,6 +3,7 @@ dev server, a real HTTP server per test, and a unique task queue per test."""
 
 import asyncio
 import contextlib
+import os
 import threading
 import time
 import uuid
@@ -15,16 +16,17 @@ import pytest
 import pytest_asyncio
 import uvicorn
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from bench.throwaway import throwaway_database
 from core.config import Settings
 from core.temporal_dev import dynamic_config_args, search_attribute_keys, temporal_binary
 from db import migrate
 from db.session import make_engine
+from imaging import sr
 from services.launcher import BatchLauncher
 from storage.local import LocalStorage
 from tests.s3_server import s3_server  # noqa: F401  (a session fixture: the local S3-compatible server)
@@ -70,17 +72,8 @@ def postgres_url() -> Iterator[str]:
     """A throwaway database on the configured PostgreSQL server, dropped at the end of the session."""
     if TEST_ENV.test_database_url is None:
         pytest.skip("TEST_DATABASE_URL is not set: PostgreSQL tests skipped")
-    server = make_url(TEST_ENV.test_database_url)
-    name = f"album_enhance_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield server.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(TEST_ENV.test_database_url, "album_enhance_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -256,3 +249,13 @@ async def temporal_harness(
     """The API in Temporal mode plus a worker on a task queue of its own."""
     async with temporal_stack(temporal_env.client, primary_db_url, storage) as harness:
         yield harness
+
+
+@pytest.fixture
+def sr_runtime() -> None:
+    """Skip a test that needs the super-resolution runtime when it is missing, or fail where it is required (CI)."""
+    reason = sr.unavailable_reason()
+    if reason is not None:
+        if os.environ.get("ALBUM_ENHANCE_REQUIRE_SR") == "1":
+            pytest.fail(f"the super-resolution runtime is required here but does not load: {reason}")
+        pytest.skip(f"super-resolution runtime not installed ({reason}); `make setup` installs it")

@@ -7,7 +7,6 @@ quality figures are in bench/results/.
 from __future__ import annotations
 
 import gc
-import os
 import tracemalloc
 from pathlib import Path
 
@@ -26,17 +25,9 @@ from imaging import (
 from imaging import enhance as enhance_module
 from tests.imaging.images import decoded, encode, with_orientation
 
+pytestmark = pytest.mark.usefixtures("sr_runtime")
 PHOTOS = Path(__file__).resolve().parents[1] / "fixtures" / "photos"
 SR = EngineConfig(engine="sr", sr_tile_size=32)
-
-
-@pytest.fixture(autouse=True)
-def _sr_runtime() -> None:
-    reason = sr.unavailable_reason()
-    if reason is not None:
-        if os.environ.get("ALBUM_ENHANCE_REQUIRE_SR") == "1":
-            pytest.fail(f"the super-resolution runtime is required here but does not load: {reason}")
-        pytest.skip(f"super-resolution runtime not installed ({reason}); `make setup` installs it")
 
 
 def _photo_crop(size: int) -> np.ndarray:

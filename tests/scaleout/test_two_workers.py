@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 from PIL import Image as PILImage
-from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+from bench.throwaway import throwaway_database
 from tests.conftest import temporal_address
 from tests.factories import jpeg_bytes
 from tests.reliability.processes import (
@@ -45,16 +45,8 @@ def fresh_db_url(primary_db_url: str, tmp_path: Path) -> Iterator[str]:
     if primary.get_backend_name() == "sqlite":
         yield f"sqlite:///{tmp_path / 'scaleout.db'}"
         return
-    name = f"album_enhance_scaleout_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(primary, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield primary.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with throwaway_database(primary_db_url, "album_enhance_scaleout") as url:
+        yield url
 
 
 class Machines:

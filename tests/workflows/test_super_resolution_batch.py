@@ -2,7 +2,6 @@
 queue, their tile position shows on the job and in the progress query, and a cancel lands at the next tile."""
 
 import io
-import os
 from pathlib import Path
 
 import pytest
@@ -11,28 +10,18 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from core.vocabulary import Activity, BatchStatus, JobStatus
-from imaging import sr
 from storage.local import LocalStorage
 from tests.conftest import Harness, eventually, temporal_stack
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, refunds_for_job
 from tests.factories import FIXTURES, UserWithKey, make_album, make_user
 from workflows.batch_enhance import BatchEnhanceWorkflow
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("sr_runtime")]
 SR_SETTINGS: dict[str, object] = {
     "enhance_engine": "sr",
     "sr_tile_size": 32,
     "activity_progress_interval_seconds": 0.1,
 }
-
-
-@pytest.fixture(autouse=True)
-def _sr_runtime() -> None:
-    reason = sr.unavailable_reason()
-    if reason is not None:
-        if os.environ.get("ALBUM_ENHANCE_REQUIRE_SR") == "1":
-            pytest.fail(f"the super-resolution runtime is required here but does not load: {reason}")
-        pytest.skip(f"super-resolution runtime not installed ({reason}); `make setup` installs it")
 
 
 def photo_crop(width: int, height: int) -> bytes:
