@@ -35,9 +35,13 @@ sr-libs:
 # at run time). Installed only when missing; without them the browser tests skip (outside CI).
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; else \
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; }; then \
 		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver \
+		|| echo "warning: could not install chromium and chromium-driver; the browser tests will skip"; \
+	else \
+		echo "warning: the browser tests need chromium and chromium-driver (Debian packages); they will skip"; \
 	fi
 
 dev: setup          ## Temporal dev server + worker + API on 127.0.0.1:8000
@@ -49,7 +53,7 @@ dev-direct: setup   ## API only, batches run in-process (no Temporal)
 worker: setup       ## one more worker against TEMPORAL_ADDRESS
 	$(BIN)/python worker.py
 
-test: setup         ## the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
+test: setup browser ## the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest
 
 lint: setup
