@@ -28,7 +28,8 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from bench.photos import photo_like, photo_like_jpeg
-from imaging import TIER_SIZES, EngineConfig, enhance_image
+from core.vocabulary import TIER_LONG_SIDES
+from imaging import EngineConfig, enhance_image
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -189,7 +190,7 @@ def measure_cell(source: str, path: Path, tier: str, runs: int, naive_runs: int)
     """2-thread throughput and peak RSS of the engine alone, then interleaved single-thread medians."""
     idle_rss = peak_rss_mb()
     data = path.read_bytes()
-    long_side = TIER_SIZES[tier]
+    long_side = TIER_LONG_SIDES[tier]
 
     def engine() -> object:
         return enhance_image(data, long_side)
@@ -245,7 +246,7 @@ def measure_memory(source: str, path: Path, tier: str) -> MemoryCell:
     idle = peak_rss_mb()
     data = path.read_bytes()
     start = time.perf_counter()
-    output = enhance_image(data, TIER_SIZES[tier], max_pixels=LARGE_SIZE[0] * LARGE_SIZE[1])
+    output = enhance_image(data, TIER_LONG_SIDES[tier], max_pixels=LARGE_SIZE[0] * LARGE_SIZE[1])
     elapsed = time.perf_counter() - start
     return MemoryCell(
         source=source,
@@ -268,7 +269,7 @@ def measure_sr(path: Path, engine: str, threads: int) -> SrCell:
     ticks: list[int] = []
     wall, cpu = time.perf_counter(), time.process_time()
     output = enhance_image(
-        data, TIER_SIZES["TIER_4K"], config=config, on_progress=lambda done, total: ticks.append(total)
+        data, TIER_LONG_SIDES["TIER_4K"], config=config, on_progress=lambda done, total: ticks.append(total)
     )
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert output.engine == engine, f"expected the {engine} path, got {output.engine}"
@@ -410,7 +411,7 @@ def run_large(tmp: Path) -> list[MemoryCell]:
     large_png(path)
     memory = []
     for source, file in (("60MP PNG", path), ("60MP JPEG", path.with_suffix(".jpg"))):
-        for tier in TIER_SIZES:
+        for tier in TIER_LONG_SIDES:
             cell = MemoryCell(**_child_json(["--child-memory", source, str(file), tier]))
             print(f"{source} {tier}: {cell.engine_ms} ms, peak {cell.peak_rss_mb} MB", flush=True)
             memory.append(cell)
@@ -440,7 +441,7 @@ def run(runs: int, naive_runs: int, out_dir: Path, large: bool = True, super_res
         for source, (width, height, seed) in SOURCES.items():
             path = Path(tmp) / f"{source}.jpg"
             path.write_bytes(photo_like_jpeg(width, height, seed))
-            for tier in TIER_SIZES:
+            for tier in TIER_LONG_SIDES:
                 cell = _run_child(source, path, tier, runs, naive_runs)
                 print(
                     f"{source} {tier}: {cell.engine_ms} ms (floor {cell.floor_ms}, x{cell.ratio}), "

@@ -27,6 +27,7 @@ TIERS: dict[Tier, TierSpec] = {
     Tier.TIER_2K: TierSpec(cost=5, long_side=2048),
     Tier.TIER_4K: TierSpec(cost=10, long_side=4096),
 }
+TIER_LONG_SIDES: dict[str, int] = {tier.value: spec.long_side for tier, spec in TIERS.items()}  # by tier name
 
 
 class JobStatus(StrEnum):

@@ -14,13 +14,12 @@ pillow_heif.register_heif_opener()
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
 from imaging.config import EngineConfig  # noqa: E402
-from imaging.enhance import TIER_SIZES, EnhancedImage, Progress, enhance_image, needs_super_resolution  # noqa: E402
+from imaging.enhance import EnhancedImage, Progress, enhance_image, needs_super_resolution  # noqa: E402
 from imaging.errors import InvalidImageError  # noqa: E402
 from imaging.probe import ImageInfo, probe_image  # noqa: E402
 from imaging.sr import SuperResolutionUnavailableError  # noqa: E402
 
 __all__ = [
-    "TIER_SIZES",
     "EngineConfig",
     "EnhancedImage",
     "ImageInfo",

@@ -21,7 +21,6 @@ from imaging.config import DEFAULT_CONFIG, EngineConfig, wants_super_resolution
 # so a library call never turns into minutes of CPU by surprise.
 _NO_CONFIG = EngineConfig(engine="classic")
 
-TIER_SIZES: dict[str, int] = {"TIER_1K": 1024, "TIER_2K": 2048, "TIER_4K": 4096}
 
 Progress = Callable[[int, int], None]
 EngineUsed = Literal["classic", "sr"]

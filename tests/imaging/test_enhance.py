@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps, JpegImagePlugin
 
-from imaging import TIER_SIZES, EnhancedImage, InvalidImageError, enhance_image, probe_image
+from core.vocabulary import TIER_LONG_SIDES, TIERS
+from imaging import EnhancedImage, InvalidImageError, enhance_image, probe_image
 from tests.imaging.images import (
     QUADRANT_CENTRES,
     QUADRANT_COLOURS,
@@ -28,12 +29,13 @@ LOSSY_TOLERANCE = 16
 
 
 def test_tier_sizes_are_the_published_ones() -> None:
-    assert TIER_SIZES == {"TIER_1K": 1024, "TIER_2K": 2048, "TIER_4K": 4096}
+    assert TIER_LONG_SIDES == {"TIER_1K": 1024, "TIER_2K": 2048, "TIER_4K": 4096}
+    assert {str(tier): spec.cost for tier, spec in TIERS.items()} == {"TIER_1K": 2, "TIER_2K": 5, "TIER_4K": 10}
 
 
-@pytest.mark.parametrize("tier", sorted(TIER_SIZES))
+@pytest.mark.parametrize("tier", sorted(TIER_LONG_SIDES))
 def test_long_side_is_exactly_the_tier_size(tier: str) -> None:
-    long_side = TIER_SIZES[tier]
+    long_side = TIER_LONG_SIDES[tier]
     result = enhance_image(encode(quadrants(90, 60), "PNG"), long_side)
     assert (result.width, result.height) == (long_side, round(60 * long_side / 90))
     assert decoded(result.data).shape[:2] == (result.height, result.width)

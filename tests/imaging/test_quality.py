@@ -11,7 +11,8 @@ import pytest
 from PIL import Image, JpegImagePlugin
 
 from bench.photos import photo_like
-from imaging import TIER_SIZES, enhance_image, finish
+from core.vocabulary import TIER_LONG_SIDES
+from imaging import enhance_image, finish
 from tests.imaging.images import BLACK, WHITE, colour_at, decoded, encode
 
 PHOTOS = Path(__file__).resolve().parents[1] / "fixtures" / "photos"
@@ -170,7 +171,7 @@ def test_sharpening_leaves_no_halo(long_side: int) -> None:
 def test_photo_matches_a_plain_resize(tier: str) -> None:
     # Catches shifts, swaps and artefacts the flat-colour tests cannot see.
     source = photo_like(1500, 1000, seed=11)
-    long_side = TIER_SIZES[tier]
+    long_side = TIER_LONG_SIDES[tier]
     result = enhance_image(encode(source, "JPEG", quality=92), long_side)
     reference = np.asarray(Image.fromarray(source).resize((result.width, result.height), Image.Resampling.LANCZOS))
     ours, theirs = _luma(decoded(result.data)), _luma(reference)
