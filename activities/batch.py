@@ -26,6 +26,7 @@ from core.vocabulary import (
     INVALID_IMAGE_ERROR,
     MISSING_ORIGINAL_ERROR,
     TIERS,
+    UNFINISHED_BATCH_STATUSES,
     Activity,
     Tier,
 )
@@ -299,7 +300,7 @@ class BatchActivities:
         with session_scope(self.engine) as session:
             session.exec(
                 update(Batch)
-                .where(col(Batch.id) == inp.batch_id, col(Batch.status).in_(_UNFINISHED))
+                .where(col(Batch.id) == inp.batch_id, col(Batch.status).in_(UNFINISHED_BATCH_STATUSES))
                 .values(status=BatchStatus(inp.status), started_at=func.coalesce(Batch.started_at, utcnow()))
             )
 
@@ -309,7 +310,7 @@ class BatchActivities:
         with session_scope(self.engine) as session:
             session.exec(
                 update(Batch)
-                .where(col(Batch.id) == inp.batch_id, col(Batch.status).in_(_UNFINISHED))
+                .where(col(Batch.id) == inp.batch_id, col(Batch.status).in_(UNFINISHED_BATCH_STATUSES))
                 .values(status=BatchStatus(inp.status), finished_at=utcnow())
             )
 
@@ -375,19 +376,15 @@ class BatchActivities:
         return [self.process_job, self.close_job, self.set_batch_status, self.finish_batch]
 
 
-_UNFINISHED = (BatchStatus.CHARGED, *ACTIVE_BATCH_STATUSES)
-
-
 def _steps(tiled: bool) -> Callable[[int, int], None]:
     """The engine's progress as checkpoints, so a cancel lands between its steps (between tiles for SR, whose
     steps are the tiles and then the encoding)."""
 
     def report(done: int, total: int) -> None:
-        if not tiled:
-            checkpoint("enhancing")
-        elif done < total:
-            checkpoint(f"tile {done + 1} of {total - 1}" if done < total - 1 else "encoding")
+        tiles = total - 1
+        if tiled and done < tiles:
+            checkpoint(f"tile {done + 1} of {tiles}")
         else:
-            checkpoint("encoding")
+            checkpoint("encoding" if tiled else "enhancing")
 
     return report

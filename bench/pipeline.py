@@ -191,7 +191,7 @@ def charge_batches(stack: Stack, scenario: Scenario, mode: str) -> list[BatchEnh
             session.commit()
             mark_started(session, planned.batch.id)
             session.commit()
-            inputs.append(input_for(session, planned.batch, planned.jobs, stack.settings))
+            inputs.append(input_for(planned.batch, planned.jobs, planned.to_enhance, stack.settings))
     return inputs
 
 

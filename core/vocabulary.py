@@ -52,6 +52,7 @@ class BatchStatus(StrEnum):
 
 # A batch in one of these statuses has a driver (workflow or in-process task) that will still act on it.
 ACTIVE_BATCH_STATUSES = (BatchStatus.RUNNING, BatchStatus.PAUSED)
+UNFINISHED_BATCH_STATUSES = (BatchStatus.CHARGED, *ACTIVE_BATCH_STATUSES)
 FINAL_BATCH_STATUSES = (BatchStatus.COMPLETED, BatchStatus.CANCELLED, BatchStatus.FAILED)
 
 

@@ -8,20 +8,21 @@ from sqlalchemy import update
 from sqlmodel import Session, col
 
 from core.errors import Conflict, ServiceUnavailable
-from core.vocabulary import ACTIVE_BATCH_STATUSES, FINAL_BATCH_STATUSES, BatchStatus
+from core.vocabulary import ACTIVE_BATCH_STATUSES, FINAL_BATCH_STATUSES, UNFINISHED_BATCH_STATUSES, BatchStatus
 from db.models import Batch
 from services.batches import close_unstarted
 
 log = logging.getLogger(__name__)
 
 Deliver = Callable[[], None]
-_UNFINISHED = (BatchStatus.CHARGED, *ACTIVE_BATCH_STATUSES)
 
 
 def cancel(session: Session, batch_id: str, deliver: Deliver) -> BatchStatus:
     """Cancel at any moment before the end; cancelling a cancelled batch again changes nothing."""
     flagged = session.exec(
-        update(Batch).where(col(Batch.id) == batch_id, col(Batch.status).in_(_UNFINISHED)).values(cancel_requested=True)
+        update(Batch)
+        .where(col(Batch.id) == batch_id, col(Batch.status).in_(UNFINISHED_BATCH_STATUSES))
+        .values(cancel_requested=True)
     )
     if not flagged.rowcount:
         return _already_final(session, batch_id)
@@ -42,21 +43,30 @@ def cancel(session: Session, batch_id: str, deliver: Deliver) -> BatchStatus:
 
 def pause(session: Session, batch_id: str, deliver: Deliver) -> BatchStatus:
     """Hold the batch before its next image; the row says PAUSED from now on."""
-    status = _commandable(session, batch_id)
-    if status == BatchStatus.PAUSED:
-        return status
-    _move(session, batch_id, BatchStatus.RUNNING, BatchStatus.PAUSED)
-    _deliver_or_undo(session, batch_id, deliver, undo=(BatchStatus.PAUSED, BatchStatus.RUNNING))
-    return _status(session, batch_id)
+    return _switch(session, batch_id, deliver, BatchStatus.RUNNING, BatchStatus.PAUSED)
 
 
 def resume(session: Session, batch_id: str, deliver: Deliver) -> BatchStatus:
     """Continue a paused batch; resuming a running one changes nothing."""
-    status = _commandable(session, batch_id)
-    if status == BatchStatus.RUNNING:
-        return status
-    _move(session, batch_id, BatchStatus.PAUSED, BatchStatus.RUNNING)
-    _deliver_or_undo(session, batch_id, deliver, undo=(BatchStatus.RUNNING, BatchStatus.PAUSED))
+    return _switch(session, batch_id, deliver, BatchStatus.PAUSED, BatchStatus.RUNNING)
+
+
+def _switch(
+    session: Session, batch_id: str, deliver: Deliver, from_status: BatchStatus, to_status: BatchStatus
+) -> BatchStatus:
+    """Move a started batch between RUNNING and PAUSED: on its row, then to its driver (undone if undelivered)."""
+    if _commandable(session, batch_id) == to_status:
+        return to_status
+    _move(session, batch_id, from_status, to_status)
+    try:
+        deliver()
+    except Exception as exc:
+        _move(session, batch_id, to_status, from_status)
+        status = _status(session, batch_id)
+        if status in FINAL_BATCH_STATUSES:
+            raise Conflict(f"Batch already finished ({status})") from exc
+        log.warning("command to batch %s was not delivered", batch_id, exc_info=True)
+        raise ServiceUnavailable("Could not reach the workflow engine; try again") from exc
     return _status(session, batch_id)
 
 
@@ -77,17 +87,6 @@ def _move(session: Session, batch_id: str, from_status: BatchStatus, to_status: 
         update(Batch).where(col(Batch.id) == batch_id, col(Batch.status) == from_status).values(status=to_status)
     )
     session.commit()
-
-
-def _deliver_or_undo(session: Session, batch_id: str, deliver: Deliver, undo: tuple[BatchStatus, BatchStatus]) -> None:
-    try:
-        deliver()
-    except Exception as exc:
-        _move(session, batch_id, *undo)
-        if _status(session, batch_id) in FINAL_BATCH_STATUSES:
-            raise Conflict(f"Batch already finished ({_status(session, batch_id)})") from exc
-        log.warning("command to batch %s was not delivered", batch_id, exc_info=True)
-        raise ServiceUnavailable("Could not reach the workflow engine; try again") from exc
 
 
 def _already_final(session: Session, batch_id: str) -> BatchStatus:

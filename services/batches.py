@@ -49,7 +49,9 @@ def jobs_of(session: Session, batch_id: str) -> list[EnhancementJob]:
 
 def batch_input(session: Session, batch: Batch, settings: Settings) -> BatchEnhanceInput:
     """The workflow input of a batch, from its rows."""
-    return input_for(session, batch, jobs_of(session, batch.id), settings)
+    jobs = jobs_of(session, batch.id)
+    images = session.exec(select(Image).where(col(Image.id).in_([job.image_id for job in jobs])))
+    return input_for(batch, jobs, list(images), settings)
 
 
 def _kept(row_id: str | None) -> str:
@@ -59,8 +61,8 @@ def _kept(row_id: str | None) -> str:
     return row_id
 
 
-def input_for(session: Session, batch: Batch, jobs: list[EnhancementJob], settings: Settings) -> BatchEnhanceInput:
-    """The workflow input of a batch whose jobs are at hand (in processing order)."""
+def input_for(batch: Batch, jobs: list[EnhancementJob], images: list[Image], settings: Settings) -> BatchEnhanceInput:
+    """The workflow input of a batch whose jobs (in processing order) and images are at hand."""
     return BatchEnhanceInput(
         batch_id=batch.id,
         album_id=_kept(batch.album_id),
@@ -69,18 +71,15 @@ def input_for(session: Session, batch: Batch, jobs: list[EnhancementJob], settin
         job_ids=[job.id for job in jobs],
         image_ids=[_kept(job.image_id) for job in jobs],
         retry=retry_settings(settings),
-        sr_job_ids=super_resolution_jobs(session, jobs, settings),
+        sr_job_ids=super_resolution_jobs(jobs, images, settings),
         sr_task_queue=settings.sr_task_queue,
     )
 
 
-def super_resolution_jobs(session: Session, jobs: list[EnhancementJob], settings: Settings) -> list[str]:
+def super_resolution_jobs(jobs: list[EnhancementJob], images: list[Image], settings: Settings) -> list[str]:
     """The jobs whose image the network will enlarge (from the stored size and the tier; nothing decoded)."""
     config = engine_config(settings)
-    rows = session.exec(
-        select(Image.id, Image.width, Image.height).where(col(Image.id).in_([job.image_id for job in jobs]))
-    )
-    sizes = {image_id: (width, height) for image_id, width, height in rows}
+    sizes = {image.id: (image.width, image.height) for image in images}
     return [
         job.id
         for job in jobs

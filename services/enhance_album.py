@@ -98,7 +98,9 @@ def _claim_and_charge(session: Session, settings: Settings, render: RenderRespon
             idempotency.release(session, command.user_id, key)
             session.commit()
         raise
-    to_start = input_for(session, planned.batch, planned.jobs, settings) if planned.batch is not None else None
+    to_start = (
+        input_for(planned.batch, planned.jobs, planned.to_enhance, settings) if planned.batch is not None else None
+    )
     return _Charged(EnhanceAnswer(200, body, headers), to_start)
 
 

@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
 from activities.batch import BatchActivities
+from core.vocabulary import UNFINISHED_BATCH_STATUSES
 from db import migrate
 from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, LedgerType, Tier, utcnow
 from db.session import make_engine, session_scope
@@ -210,7 +211,7 @@ def count_status(engine: Engine, batch_id: str, status: JobStatus) -> int:
 
 
 def batch_finished(engine: Engine, batch_id: str) -> bool:
-    return batch_row(engine, batch_id).status not in (BatchStatus.CHARGED, BatchStatus.RUNNING)
+    return batch_row(engine, batch_id).status not in UNFINISHED_BATCH_STATUSES
 
 
 async def unreachable_launcher() -> TemporalLauncher:
