@@ -20,6 +20,14 @@ from sqlmodel import Session, col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
+from core.contracts import (
+    CloseJobInput,
+    CloseJobResult,
+    FinishBatchInput,
+    ProcessJobInput,
+    ProcessJobResult,
+    SetBatchStatusInput,
+)
 from core.vocabulary import (
     ACTIVE_BATCH_STATUSES,
     IN_FLIGHT_STATUSES,
@@ -35,14 +43,6 @@ from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcn
 from db.session import session_scope
 from imaging import EngineConfig, InvalidImageError, enhance_image, needs_super_resolution
 from storage.base import ObjectNotFound, Storage, enhanced_key
-from workflows.inputs import (
-    CloseJobInput,
-    CloseJobResult,
-    FinishBatchInput,
-    ProcessJobInput,
-    ProcessJobResult,
-    SetBatchStatusInput,
-)
 
 log = logging.getLogger(__name__)
 

@@ -46,6 +46,7 @@ from bench.load import LoadResult, json_request, percentile, run_load
 from bench.photos import photo_like_jpeg
 from bench.throwaway import throwaway_database
 from core.config import Settings
+from core.contracts import BatchEnhanceInput
 from core.temporal_dev import start_dev_server
 from core.vocabulary import TIERS, BatchStatus, JobStatus, Tier
 from db import ledger, migrate
@@ -58,7 +59,6 @@ from services.launcher import TemporalLauncher
 from storage.local import LocalStorage, original_key
 from worker import running_workers, worker_activities
 from workflows.direct import DirectLauncher
-from workflows.inputs import BatchEnhanceInput
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

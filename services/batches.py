@@ -4,11 +4,11 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from core.config import Settings
+from core.contracts import BatchEnhanceInput, RetrySettings
 from core.vocabulary import TIERS, Tier
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from imaging.config import EngineConfig, wants_super_resolution
-from workflows.inputs import BatchEnhanceInput, RetrySettings
 
 
 def retry_settings(settings: Settings) -> RetrySettings:

@@ -14,13 +14,13 @@ import anyio.to_thread
 from sqlmodel import Session
 
 from core.config import Settings
+from core.contracts import BatchEnhanceInput
 from core.errors import BatchStartFailed
 from core.vocabulary import BatchStatus, Tier
 from db.models import Batch
 from services import idempotency, rate_limit
 from services.batches import close_unstarted, input_for, mark_started
 from services.enhance import PlannedBatch, plan_and_charge
-from workflows.inputs import BatchEnhanceInput
 
 log = logging.getLogger(__name__)
 

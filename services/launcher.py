@@ -15,9 +15,9 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from core.contracts import BatchEnhanceInput, JobStep
 from core.vocabulary import BatchStatus, SearchAttribute, Signal
 from workflows.batch_enhance import BatchEnhanceWorkflow
-from workflows.inputs import BatchEnhanceInput, JobStep
 
 log = logging.getLogger(__name__)
 

@@ -9,12 +9,12 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from core.config import Settings
+from core.contracts import BatchEnhanceInput
 from core.vocabulary import ACTIVE_BATCH_STATUSES
 from db.models import Batch, BatchStatus, utcnow
 from db.session import session_scope
 from services.batches import batch_input, close_unstarted, mark_started
 from services.launcher import BatchLauncher
-from workflows.inputs import BatchEnhanceInput
 
 log = logging.getLogger(__name__)
 

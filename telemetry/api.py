@@ -5,10 +5,10 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
+from core.contracts import BatchEnhanceInput
 from core.vocabulary import TIERS, Tier
 from services.launcher import BatchLauncher
 from telemetry import metrics
-from workflows.inputs import BatchEnhanceInput
 
 
 class MeteredLauncher:

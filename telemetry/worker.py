@@ -14,10 +14,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from core.contracts import CloseJobResult, FinishBatchInput, ProcessJobInput, ProcessJobResult, SetBatchStatusInput
 from core.vocabulary import Activity
 from db.models import Batch, EnhancementJob
 from telemetry import metrics
-from workflows.inputs import CloseJobResult, FinishBatchInput, ProcessJobInput, ProcessJobResult, SetBatchStatusInput
 
 log = logging.getLogger("album_enhance.worker")
 

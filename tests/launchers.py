@@ -4,8 +4,8 @@ and the start), without any test-only switch in the service itself."""
 import asyncio
 import threading
 
+from core.contracts import BatchEnhanceInput
 from services.launcher import BatchLauncher
-from workflows.inputs import BatchEnhanceInput
 
 
 class HeldLauncher:

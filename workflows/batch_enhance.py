@@ -12,17 +12,7 @@ from temporalio.exceptions import ActivityError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType, ActivityHandle
 
 with workflow.unsafe.imports_passed_through():
-    from core.vocabulary import (
-        INVALID_IMAGE_ERROR,
-        MISSING_ORIGINAL_ERROR,
-        PROGRESS_QUERY,
-        Activity,
-        BatchStatus,
-        JobStatus,
-        SearchAttribute,
-        Signal,
-    )
-    from workflows.inputs import (
+    from core.contracts import (
         BatchEnhanceInput,
         BatchProgress,
         BatchResult,
@@ -33,6 +23,16 @@ with workflow.unsafe.imports_passed_through():
         ProcessJobInput,
         ProcessJobResult,
         SetBatchStatusInput,
+    )
+    from core.vocabulary import (
+        INVALID_IMAGE_ERROR,
+        MISSING_ORIGINAL_ERROR,
+        PROGRESS_QUERY,
+        Activity,
+        BatchStatus,
+        JobStatus,
+        SearchAttribute,
+        Signal,
     )
     from workflows.policy import (
         BatchPolicy,

@@ -13,9 +13,7 @@ from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 
 from activities.batch import BatchActivities, DirectJobControl, JobInterrupted
-from core.vocabulary import BatchStatus, JobStatus
-from db.models import Batch
-from workflows.inputs import (
+from core.contracts import (
     BatchEnhanceInput,
     BatchResult,
     CloseJobInput,
@@ -26,6 +24,8 @@ from workflows.inputs import (
     RetrySettings,
     SetBatchStatusInput,
 )
+from core.vocabulary import BatchStatus, JobStatus
+from db.models import Batch
 from workflows.policy import BatchPolicy, Close, Enhanced, Failed, Interrupted, JobRef, Outcome, run_batch
 
 log = logging.getLogger(__name__)

@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from core.contracts import BatchEnhanceInput, BatchProgress, BatchResult, CloseJobResult
 from core.vocabulary import BatchStatus, JobStatus
-from workflows.inputs import BatchEnhanceInput, BatchProgress, BatchResult, CloseJobResult
 
 CANCEL_REASON = "Batch cancelled"
 

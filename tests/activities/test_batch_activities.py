@@ -12,13 +12,13 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.batch import BatchActivities, DirectJobControl, JobInterrupted
+from core.contracts import CloseJobInput, ProcessJobInput
 from core.vocabulary import INVALID_IMAGE_ERROR
 from db.models import EnhancementJob, JobStatus, Tier
 from storage.local import LocalStorage
 from tests.conftest import engine_for, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, refunds_for_job
 from tests.factories import make_album, make_image, make_pending_job, make_user, photo_bytes
-from workflows.inputs import CloseJobInput, ProcessJobInput
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import ActivityEnvironment
 
 from activities.batch import BatchActivities
+from core.contracts import BatchResult, ProcessJobInput
 from core.vocabulary import UNFINISHED_BATCH_STATUSES
 from db import migrate
 from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, LedgerType, Tier, utcnow
@@ -58,7 +59,6 @@ from tests.reliability.processes import (
     wait_for_http,
 )
 from workflows.batch_enhance import BatchEnhanceWorkflow
-from workflows.inputs import BatchResult, ProcessJobInput
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 

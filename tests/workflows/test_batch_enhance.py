@@ -12,6 +12,7 @@ from PIL import Image as PILImage
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
+from core.contracts import BatchResult
 from core.temporal_dev import temporal_binary
 from db.models import BatchStatus, JobStatus
 from tests.conftest import Harness, eventually, temporal_address, temporal_stack
@@ -26,7 +27,6 @@ from tests.db_helpers import (
 from tests.factories import UserWithKey, make_album, make_album_with_images, make_image, make_user, photo_bytes
 from tests.storage_faults import FlakyStorage, GatedStorage
 from workflows.batch_enhance import BatchEnhanceWorkflow
-from workflows.inputs import BatchResult
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -16,6 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.testing import WorkflowEnvironment
 
+from core.contracts import BatchResult
 from core.temporal_dev import temporal_binary
 from core.vocabulary import Activity, BatchStatus, JobStatus, Signal
 from db.models import Batch
@@ -42,7 +43,6 @@ from tests.factories import UserWithKey, make_album_with_images
 from tests.launchers import HeldLauncher
 from tests.storage_faults import GatedStorage
 from workflows.batch_enhance import BatchEnhanceWorkflow
-from workflows.inputs import BatchResult
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

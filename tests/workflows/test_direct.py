@@ -11,6 +11,7 @@ from sqlalchemy import update
 from sqlmodel import col
 
 from activities.batch import BatchActivities
+from core.contracts import BatchEnhanceInput
 from db.models import Batch, BatchStatus, JobStatus
 from db.session import session_scope
 from services.batches import batch_input, mark_started
@@ -28,7 +29,6 @@ from tests.db_helpers import (
 from tests.factories import charge_batch, make_album_with_images, make_image
 from tests.storage_faults import FlakyStorage, GatedStorage
 from workflows.direct import DirectLauncher
-from workflows.inputs import BatchEnhanceInput
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

@@ -6,8 +6,8 @@ from collections.abc import Callable
 import pytest
 
 from activities.batch import ProgressThrottle
+from core.contracts import BatchEnhanceInput, CloseJobResult
 from core.vocabulary import BatchStatus, JobStatus
-from workflows.inputs import BatchEnhanceInput, CloseJobResult
 from workflows.policy import (
     BatchPolicy,
     Close,

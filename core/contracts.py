@@ -1,4 +1,5 @@
-"""Plain, frozen inputs and results shared by the workflow, its activities and the launchers."""
+"""The contracts between the batch workflow, its activities and the launchers: plain, frozen inputs and results
+that both sides import (this module sits below workflows/ and activities/ and imports nothing of the project)."""
 
 from dataclasses import dataclass, field
 
