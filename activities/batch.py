@@ -34,6 +34,7 @@ from core.vocabulary import (
     ACTIVE_BATCH_STATUSES,
     IN_FLIGHT_STATUSES,
     INVALID_IMAGE_ERROR,
+    MAX_PROGRESS,
     MISSING_ORIGINAL_ERROR,
     TIERS,
     UNFINISHED_BATCH_STATUSES,
@@ -241,7 +242,7 @@ class BatchActivities:
                 session.exec(
                     update(EnhancementJob)
                     .where(col(EnhancementJob.id) == job_id, col(EnhancementJob.status) == JobStatus.PROCESSING)
-                    .values(progress=step[:100])
+                    .values(progress=step[:MAX_PROGRESS])
                 )
             if self.on_step is not None:
                 self.on_step(batch_id, job_id, step)

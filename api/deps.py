@@ -1,6 +1,5 @@
 """Annotated dependencies: settings, session, storage, launcher, the current user and ownership checks."""
 
-import hashlib
 from collections.abc import Iterator
 from typing import Annotated, TypeVar
 
@@ -8,7 +7,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
 from core.config import Settings
@@ -16,6 +15,7 @@ from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
+from services.users import user_of_key
 from storage.base import Storage
 
 T = TypeVar("T")
@@ -58,11 +58,6 @@ LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
 DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
 
 
-def hash_api_key(api_key: str) -> str:
-    """The stored form of an API key."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
 # The contract fixes `error`; the hint tells a newcomer how to send the key.
 AUTH_HINT = "Send your API key in the header 'Authorization: Bearer <key>' (see `album-enhance users create`)"
 
@@ -72,7 +67,7 @@ def get_current_user(
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
-    user = session.exec(select(User).where(col(User.api_key_hash) == hash_api_key(credentials.credentials))).first()
+    user = user_of_key(session, credentials.credentials)
     # End the read transaction: the connection goes back to the pool while the request reads its body or
     # waits for its next step, instead of being held from authentication to the response.
     session.commit()

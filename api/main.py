@@ -59,10 +59,6 @@ def _make_launcher(
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
 
 
-def _pool_settings(settings: Settings) -> PoolSettings:
-    return PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
-
-
 def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
     """The schema as served: request validation errors are 400 `{"error", "details"}`, never FastAPI's 422."""
     if app.openapi_schema is None:
@@ -106,7 +102,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Sync routes run on this many threads: as many as requests are admitted (AdmissionGate).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_concurrency
-        engine = make_engine(settings.database_url, _pool_settings(settings))
+        engine = make_engine(settings.database_url, PoolSettings.of(settings))
         check_schema(engine)
         store = storage if storage is not None else storage_from(settings)
         claim_storage_if_reachable(engine, store)

@@ -41,7 +41,6 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
-from api.deps import hash_api_key
 from bench.load import LoadResult, json_request, percentile, run_load
 from bench.photos import photo_like_jpeg
 from bench.throwaway import throwaway_database
@@ -56,6 +55,7 @@ from imaging import enhance_image
 from services.batches import input_for, mark_started
 from services.enhance import plan_and_charge
 from services.launcher import TemporalLauncher
+from services.users import create_user
 from storage.local import LocalStorage, original_key
 from worker import running_workers, worker_activities
 from workflows.direct import DirectLauncher
@@ -137,12 +137,8 @@ def free_port() -> int:
 
 def make_user(engine: Engine, tokens: int) -> tuple[str, str]:
     """A user with a grant; returns (user id, API key)."""
-    api_key = f"bench_{uuid.uuid4().hex}"
     with session_scope(engine) as session:
-        user = User(email=f"bench-{new_id()[:12]}@example.com", api_key_hash=hash_api_key(api_key))
-        session.add(user)
-        session.flush()
-        ledger.grant(session, user.id, tokens, "bench:grant")
+        user, api_key = create_user(session, f"bench-{new_id()[:12]}@example.com", tokens, "bench:grant")
         return user.id, api_key
 
 

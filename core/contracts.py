@@ -12,14 +12,14 @@ from core.vocabulary import BatchStatus
 
 @dataclass(frozen=True)
 class RetrySettings:
-    """How an image activity is retried and timed out."""
+    """How an image activity is retried and timed out (derived from the settings, which hold the defaults)."""
 
-    max_attempts: int = 5
-    initial_interval_seconds: float = 1.0
-    max_interval_seconds: float = 30.0
-    heartbeat_timeout_seconds: float = 10.0
-    start_to_close_seconds: float = 300.0
-    sr_start_to_close_seconds: float = 1800.0  # an image the network enlarges may take minutes on a CPU
+    max_attempts: int
+    initial_interval_seconds: float
+    max_interval_seconds: float
+    heartbeat_timeout_seconds: float
+    start_to_close_seconds: float
+    sr_start_to_close_seconds: float  # an image the network enlarges may take minutes on a CPU
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class BatchEnhanceInput:
     tier: str
     job_ids: list[str]
     image_ids: list[str]
-    retry: RetrySettings = field(default_factory=RetrySettings)
+    retry: RetrySettings
     # Jobs whose image the super-resolution network will enlarge, and the task queue their activity runs on.
     sr_job_ids: list[str] = field(default_factory=list)
     sr_task_queue: str | None = None

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
+from core.config import Settings
 from core.errors import StartupRefused
 from db import (
     migrate,
@@ -35,6 +36,12 @@ class PoolSettings:
     size: int = 20
     max_overflow: int = 0
     timeout: float = 5.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> "PoolSettings":
+        """The pool a long-running process (API, worker) keeps, from DB_POOL_SIZE, DB_MAX_OVERFLOW and
+        DB_POOL_TIMEOUT_SECONDS: at least one connection per admitted request and image thread, plus the reserve."""
+        return cls(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
 
 
 def make_engine(database_url: str, pool: PoolSettings | None = None) -> Engine:

@@ -8,12 +8,10 @@ from PIL import Image as PILImage
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import hash_api_key
-from cli import new_api_key
-from db import ledger
-from db.models import Album, Batch, EnhancementJob, Image, JobStatus, Tier, User, new_id
+from db.models import Album, Batch, EnhancementJob, Image, JobStatus, Tier, new_id
 from db.session import session_scope
 from services.enhance import PlannedBatch, plan_and_charge
+from services.users import create_user
 from storage.base import Storage, original_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "photos"
@@ -32,14 +30,9 @@ class UserWithKey:
 
 def make_user(engine: Engine, tokens: int = 100, email: str | None = None) -> UserWithKey:
     """A user with an API key and, if tokens > 0, a grant in the ledger."""
-    api_key = new_api_key()
     email = email or f"user-{new_id()[:10]}@example.com"
     with session_scope(engine) as session:
-        user = User(email=email, api_key_hash=hash_api_key(api_key))
-        session.add(user)
-        session.flush()
-        if tokens:
-            ledger.grant(session, user.id, tokens, "test:grant")
+        user, api_key = create_user(session, email, tokens, "test:grant")
         return UserWithKey(user.id, email, api_key)
 
 

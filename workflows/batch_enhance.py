@@ -16,7 +16,6 @@ with workflow.unsafe.imports_passed_through():
         BatchEnhanceInput,
         BatchProgress,
         BatchResult,
-        CloseJobInput,
         CloseJobResult,
         FinishBatchInput,
         JobStep,
@@ -111,7 +110,7 @@ class BatchEnhanceWorkflow:
         except ActivityError as err:
             if is_cancelled_exception(err):
                 return Interrupted()
-            return Failed(_failure_reason(err))
+            return Failed.because(err.cause if err.cause is not None else err)
         except asyncio.CancelledError:
             return Interrupted()  # cancelled before the activity was even scheduled
         finally:
@@ -121,7 +120,7 @@ class BatchEnhanceWorkflow:
     async def close(self, step: Close) -> CloseJobResult:
         return await workflow.execute_activity(
             Activity.CLOSE_JOB,
-            CloseJobInput(job_id=step.job_id, status=step.status, reason=step.reason),
+            step,
             result_type=CloseJobResult,
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
@@ -188,9 +187,3 @@ class BatchEnhanceWorkflow:
         self._policy.request_cancel()
         if self._enhancing is not None:
             self._enhancing.cancel()
-
-
-def _failure_reason(err: ActivityError) -> str:
-    cause = err.cause
-    message = str(cause) if cause is not None else str(err)
-    return f"Enhancement failed: {message}"[:1000]

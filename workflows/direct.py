@@ -17,7 +17,6 @@ from temporalio.exceptions import ApplicationError
 from core.contracts import (
     BatchEnhanceInput,
     BatchResult,
-    CloseJobInput,
     CloseJobResult,
     FinishBatchInput,
     InProcessActivities,
@@ -109,18 +108,17 @@ class DirectBatch:
                 return Interrupted()
             except ApplicationError as err:
                 if err.non_retryable or attempt >= retry.max_attempts:
-                    return Failed(f"Enhancement failed: {err}"[:1000])
+                    return Failed.because(err)
             except Exception as err:
                 if attempt >= retry.max_attempts:
-                    return Failed(f"Enhancement failed: {err}"[:1000])
+                    return Failed.because(err)
                 log.warning("job %s failed (attempt %s), retrying", job.job_id, attempt, exc_info=True)
             if await self._cancelled_within(retry_delay(retry, attempt)):
                 return Interrupted()
             attempt += 1
 
     async def close(self, step: Close) -> CloseJobResult:
-        closing = CloseJobInput(step.job_id, step.status, step.reason)
-        return await self._until_done(self.activities.close_job, closing)
+        return await self._until_done(self.activities.close_job, step)
 
     async def show_status(self, status: BatchStatus) -> None:
         await self._until_done(self.activities.set_batch_status, SetBatchStatusInput(self.inp.batch_id, status))

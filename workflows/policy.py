@@ -12,8 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.contracts import BatchEnhanceInput, BatchProgress, BatchResult, CloseJobResult
-from core.vocabulary import BatchStatus, JobStatus
+from core.contracts import BatchEnhanceInput, BatchProgress, BatchResult, CloseJobInput, CloseJobResult
+from core.vocabulary import MAX_ERROR_MESSAGE, BatchStatus, JobStatus
 
 CANCEL_REASON = "Batch cancelled"
 
@@ -41,6 +41,11 @@ class Failed:
 
     reason: str
 
+    @classmethod
+    def because(cls, error: object) -> "Failed":
+        """The failure as its job's row and its owner see it: the error's message, cut to what the row keeps."""
+        return cls(f"Enhancement failed: {error}"[:MAX_ERROR_MESSAGE])
+
 
 @dataclass(frozen=True)
 class Interrupted:
@@ -56,13 +61,9 @@ class Process:
     job: JobRef
 
 
-@dataclass(frozen=True)
-class Close:
-    """Close an unfinished job as FAILED or CANCELLED and refund it (a no-op on a job that completed)."""
-
-    job_id: str
-    status: JobStatus
-    reason: str
+# Close an unfinished job as FAILED or CANCELLED and refund it (a no-op on a job that completed): the step is the
+# close activity's input itself, so both drivers hand it on as it is.
+Close = CloseJobInput
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ from collections.abc import Callable
 import pytest
 
 from activities.batch import ProgressThrottle
+from core.config import Settings
 from core.contracts import BatchEnhanceInput, CloseJobResult
 from core.vocabulary import BatchStatus, JobStatus
+from services.batches import retry_settings
 from workflows.policy import (
     BatchPolicy,
     Close,
@@ -177,7 +179,8 @@ def test_steps_are_decided_once_and_in_order() -> None:
 
 
 def test_progress_counts_and_input_order() -> None:
-    inp = BatchEnhanceInput("b", "album", "user", "TIER_1K", ["j1", "j2"], ["i1", "i2"])
+    retry = retry_settings(Settings(_env_file=None))
+    inp = BatchEnhanceInput("b", "album", "user", "TIER_1K", ["j1", "j2"], ["i1", "i2"], retry)
     policy = BatchPolicy.for_input(inp)
     step = policy.next_step()
     assert step == Process(JobRef("j1", "i1", 1))
