@@ -13,6 +13,7 @@ from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
+from db.session import transaction
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
 from services.users import user_of_key
@@ -67,10 +68,10 @@ def get_current_user(
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
-    user = user_of_key(session, credentials.credentials)
-    # End the read transaction: the connection goes back to the pool while the request reads its body or
-    # waits for its next step, instead of being held from authentication to the response.
-    session.commit()
+    # A transaction of its own, ended at once: the connection goes back to the pool while the request reads its
+    # body or waits for its next step, instead of being held from authentication to the response.
+    with transaction(session):
+        user = user_of_key(session, credentials.credentials)
     if user is None:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
     return user

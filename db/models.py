@@ -157,8 +157,9 @@ class IdempotencyRecord(SQLModel, table=True):
     user_id: str = Field(foreign_key="user.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=255)
     request_hash: str = Field(max_length=64)
+    # Records written before outcomes were stored kept the answer's HTTP status here; now always None.
     status_code: int | None = None
-    response_body: str | None = None
+    response_body: str | None = None  # the outcome of the key's first request (JSON); None while it runs
     created_at: datetime = timestamp_field()
 
 

@@ -76,12 +76,19 @@ def check_schema(engine: Engine) -> None:
 
 
 @contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """One step's transaction on an open session: it commits when the block ends and rolls back if the block
+    raises. The only way this code commits; functions that are handed a session never commit or roll back."""
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+@contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session whose transaction commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """A session of its own with one transaction (activities, the CLI, background tasks)."""
+    with Session(engine, expire_on_commit=False) as session, transaction(session):
+        yield session

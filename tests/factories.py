@@ -97,6 +97,11 @@ def make_pending_job(engine: Engine, user: UserWithKey, album_id: str, image_id:
     return _make_job(engine, user, album_id, image_id, tier, JobStatus.PENDING, cost)
 
 
+def make_failed_job(engine: Engine, user: UserWithKey, album_id: str, image_id: str, tier: Tier) -> str:
+    """An enhancement that failed (and was refunded) at a tier."""
+    return _make_job(engine, user, album_id, image_id, tier, JobStatus.FAILED)
+
+
 def _make_job(
     engine: Engine, user: UserWithKey, album_id: str, image_id: str, tier: Tier, status: JobStatus, cost: int = 0
 ) -> str:

@@ -25,7 +25,8 @@ CONTENT_SECURITY_POLICY = (
 
 
 def page(settings: Settings) -> str:
-    """The single page, with the limits it must know (costs, batch size) filled in from the settings."""
+    """The single page, with the limits it shows (each tier's cost, the batch size, the upload size) filled in
+    from the settings; what an enhance would do, the page asks the server (the quote)."""
     limits = {
         "maxBatchSize": settings.max_batch_size,
         "tierCosts": {tier.value: spec.cost for tier, spec in TIERS.items()},
