@@ -56,10 +56,8 @@ worker: setup       ## one more worker against TEMPORAL_ADDRESS
 test: setup browser ## the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest
 
-lint: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+lint: setup         ## ruff, ruff format and mypy (strict for the source), as .pre-commit-config.yaml lists them
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 bench: setup        ## imaging benchmark; writes bench/results/
 	$(BIN)/python -m bench.imaging

@@ -10,6 +10,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
+from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
@@ -25,28 +26,28 @@ bearer = HTTPBearer(auto_error=False, description="The API key printed by `album
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return app_state(request.app).settings
 
 
 def get_db(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    with Session(app_state(request.app).engine, expire_on_commit=False) as session:
         yield session
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+    return app_state(request.app).engine
 
 
 def get_storage(request: Request) -> Storage:
-    return request.app.state.storage
+    return app_state(request.app).storage
 
 
 def get_launcher(request: Request) -> BatchLauncher:
-    return request.app.state.launcher
+    return app_state(request.app).launcher
 
 
 def get_decode_slots(request: Request) -> DecodeSlots:
-    return request.app.state.decode_slots
+    return app_state(request.app).decode_slots
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -16,8 +16,9 @@ from temporalio.client import Client
 from activities.batch import BatchActivities
 from api import health
 from api.errors import install_error_handlers
-from api.limits import AdmissionGate, BodyLimits, BodySizeLimit
+from api.limits import AdmissionGate, BodyLimits, BodySizeLimit, HealthLimiters
 from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
+from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
 from services.batches import engine_config
@@ -115,14 +116,22 @@ def create_app(
             settings.activity_progress_interval_seconds,
             engine_config=engine_config(settings),
         )
-        app.state.settings, app.state.engine, app.state.storage = settings, engine, store
-        app.state.temporal_client = client = await _temporal_client(settings)
-        app.state.health_limiters = health.HealthLimiters()
-        app.state.decode_slots = DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds)
+        client = await _temporal_client(settings)
         launcher: BatchLauncher = MeteredLauncher(_make_launcher(settings, client, activities, executor))
         if wrap_launcher is not None:
             launcher = wrap_launcher(launcher)
-        app.state.launcher = launcher
+        install_state(
+            app,
+            AppState(
+                settings=settings,
+                engine=engine,
+                storage=store,
+                launcher=launcher,
+                temporal_client=client,
+                health_limiters=HealthLimiters(),
+                decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
+            ),
+        )
         reconciler = None
         if settings.execution_mode == "direct":
             reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))
@@ -154,7 +163,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, limits=BodyLimits(settings.max_upload_bytes, settings.max_json_bytes))
     app.include_router(api_router)
     app.include_router(health.router)
-    web.install(app)
+    web.install(app, settings)
     instrument(app)
     add_metrics_route(app)
     return app

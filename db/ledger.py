@@ -25,7 +25,7 @@ def grant(session: Session, user_id: str, amount: int, reference: str) -> int:
     if balance is None:
         raise NotFound("User not found")
     _add_entry(session, user_id, amount, LedgerType.GRANT, reference, balance)
-    return balance
+    return int(balance)
 
 
 def balance(session: Session, user_id: str) -> int:
@@ -50,7 +50,7 @@ def consume(session: Session, user_id: str, amount: int, reference: str, to_enha
         current = session.exec(select(User.token_balance).where(col(User.id) == user_id)).one_or_none()
         raise insufficient_tokens(amount, to_enhance, current)
     _add_entry(session, user_id, -amount, LedgerType.CONSUME, reference, balance)
-    return balance
+    return int(balance)
 
 
 def refund_job(

@@ -118,13 +118,14 @@ class BatchEnhanceWorkflow:
         return Enhanced(JobStatus(outcome.status))
 
     async def close(self, step: Close) -> CloseJobResult:
-        return await workflow.execute_activity(
+        closed: CloseJobResult = await workflow.execute_activity(
             Activity.CLOSE_JOB,
             step,
             result_type=CloseJobResult,
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
         )
+        return closed
 
     async def show_status(self, status: BatchStatus) -> None:
         await workflow.execute_activity(

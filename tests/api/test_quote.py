@@ -98,7 +98,7 @@ def test_what_allows_no_plan_is_quoted_as_the_enhance_refuses_it(small_batches: 
     h = small_batches
     user, album, images = album_with_history(h, 30)
     empty = make_album(h.engine, user, name="Empty")
-    cases = [
+    cases: list[tuple[str, dict[str, Any]]] = [
         (empty, {"tier": "TIER_1K"}),
         (album, {"tier": "TIER_2K", "imageIds": [images[0], "not-in-this-album"]}),
     ]
