@@ -45,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 BATCH_STATUS = SearchAttributeKey.for_keyword(SearchAttribute.BATCH_STATUS)
+# The version of the workflow that shows a pause or resume while an image is in progress (workflow.patched).
+SHOW_COMMANDS_AT_ONCE = "show-commands-at-once"
 
 # Bookkeeping activities touch only the database: retry them until they succeed.
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -138,6 +140,12 @@ class BatchEnhanceWorkflow:
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         await workflow.wait_condition(condition)
+
+    async def wait_for_command(self, condition: Callable[[], bool]) -> None:
+        await workflow.wait_condition(condition)
+        if not workflow.patched(SHOW_COMMANDS_AT_ONCE):
+            # Replaying a history made before commands were shown during an image: it showed them after.
+            await workflow.wait_condition(lambda: False)
 
     async def finish(self, status: BatchStatus) -> None:
         await workflow.execute_activity(

@@ -128,6 +128,9 @@ class DirectBatch:
             self._changed.clear()
             await self._changed.wait()
 
+    async def wait_for_command(self, condition: Callable[[], bool]) -> None:
+        await self.wait_until(condition)
+
     async def finish(self, status: BatchStatus) -> None:
         await self._until_done(self.activities.finish_batch, FinishBatchInput(self.inp.batch_id, status))
 

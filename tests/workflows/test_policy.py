@@ -67,6 +67,11 @@ class ScriptedDriver:
             self.wake.clear()
             await self.wake.wait()
 
+    async def wait_for_command(self, condition: Callable[[], bool]) -> None:
+        while not condition():
+            self.wake.clear()
+            await self.wake.wait()
+
     async def finish(self, status: BatchStatus) -> None:
         self.log.append(f"finish {status}")
 
@@ -140,6 +145,69 @@ async def test_pause_holds_before_the_next_image_and_resume_continues() -> None:
     driver.wake.set()
     assert await batch == ("COMPLETED", 3, 0, 0, 0)
     assert driver.log[3:] == ["show RUNNING", "enhance job-2", "enhance job-3", "finish COMPLETED"]
+
+
+class HeldDriver(ScriptedDriver):
+    """The first image stays in progress until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.in_progress = asyncio.Event()
+        self.release = asyncio.Event()
+        self.shown = asyncio.Event()
+
+    async def enhance(self, job: JobRef) -> Outcome:
+        if job.number == 1:
+            self.in_progress.set()
+            await self.release.wait()
+        return await super().enhance(job)
+
+    async def show_status(self, status: BatchStatus) -> None:
+        await super().show_status(status)
+        self.shown.set()
+
+    async def command(self, command: Callable[[], None]) -> None:
+        """Send a command while the first image is in progress and wait until the driver has shown it."""
+        self.shown.clear()
+        command()
+        self.wake.set()
+        await self.shown.wait()
+
+
+async def test_a_pause_during_an_image_is_shown_at_once() -> None:
+    policy = BatchPolicy("b", JOBS)
+    driver = HeldDriver()
+    batch = asyncio.ensure_future(run(policy, driver))
+    await driver.in_progress.wait()
+    await driver.command(policy.pause)
+    assert policy.snapshot().status == "PAUSED"
+    assert policy.details() == "Pausing: finishing image 1 of 3 (image-1, job job-1)"
+    driver.release.set()
+    await driver.waiting.wait()
+    assert driver.log == ["show PAUSED", "enhance job-1", "wait"]
+    assert policy.details() == "Paused after 1 of 3 images"
+    policy.resume()
+    driver.wake.set()
+    assert await batch == ("COMPLETED", 3, 0, 0, 0)
+
+
+async def test_pause_and_resume_during_an_image_are_shown_in_their_order() -> None:
+    policy = BatchPolicy("b", JOBS)
+    driver = HeldDriver()
+    batch = asyncio.ensure_future(run(policy, driver))
+    await driver.in_progress.wait()
+    await driver.command(policy.pause)
+    await driver.command(policy.resume)
+    driver.release.set()
+    assert await batch == ("COMPLETED", 3, 0, 0, 0)
+    assert driver.log == [
+        "show PAUSED",
+        "show RUNNING",
+        "enhance job-1",
+        "enhance job-2",
+        "enhance job-3",
+        "finish COMPLETED",
+    ]
 
 
 async def test_cancel_while_paused_refunds_the_rest_without_resuming() -> None:
