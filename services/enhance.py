@@ -22,6 +22,18 @@ from db.models import (
 
 
 @dataclass(frozen=True)
+class BatchRequest:
+    """An enhance request as the rules see it: whose album, which tier, whether to skip what is done or in flight at
+    that tier, and which of its images (None: all of them)."""
+
+    user_id: str
+    album_id: str
+    tier: Tier
+    skip_already_enhanced: bool
+    image_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class BatchPlan:
     """The contract's rules applied to an album's images at a tier, with nothing charged: what an enhance would
     count, skip and queue now, what that costs, and the balance it would be taken from."""
@@ -120,97 +132,56 @@ def new_batch_id(session: Session, album_id: str) -> str:
     return f"album-{album_id}-{millis}"
 
 
-def plan_batch(
-    session: Session,
-    *,
-    user_id: str,
-    album_id: str,
-    tier: Tier,
-    skip_already_enhanced: bool,
-    max_batch_size: int,
-    image_ids: Sequence[str] | None = None,
-) -> BatchPlan:
+def plan_batch(session: Session, request: BatchRequest, max_batch_size: int) -> BatchPlan:
     """Apply the contract's rules after ownership: the album's images (an empty album: 404), the named ones (each
     must be in the album: 400), the skip filter, and the balance the cost would come from.
 
     With `image_ids`, only those images are considered (and counted in `total_images`).
     """
-    total = list(session.exec(select(Image.id).where(col(Image.album_id) == album_id)).all())
+    total = list(session.exec(select(Image.id).where(col(Image.album_id) == request.album_id)).all())
     if not total:
         raise NotFound("No images found in album")
-    if image_ids is not None:
+    if request.image_ids is not None:
         # Only the caller's own ids are echoed back, so this says nothing about other albums.
-        unknown = sorted(set(image_ids) - set(total))
+        unknown = sorted(set(request.image_ids) - set(total))
         if unknown:
             raise InvalidRequest("Some imageIds are not images of this album", unknownImageIds=unknown)
-        total = list(image_ids)
-    to_enhance = images_to_enhance(session, album_id, tier, skip_already_enhanced, image_ids)
-    return BatchPlan(tier, len(total), to_enhance, ledger.balance(session, user_id), max_batch_size)
+        total = list(request.image_ids)
+    to_enhance = images_to_enhance(
+        session, request.album_id, request.tier, request.skip_already_enhanced, request.image_ids
+    )
+    balance = ledger.balance(session, request.user_id)
+    return BatchPlan(request.tier, len(total), to_enhance, balance, max_batch_size)
 
 
-def quote(
-    session: Session,
-    *,
-    user_id: str,
-    album_id: str,
-    tier: Tier,
-    skip_already_enhanced: bool,
-    max_batch_size: int,
-    image_ids: Sequence[str] | None = None,
-) -> Quote:
+def quote(session: Session, request: BatchRequest, max_batch_size: int) -> Quote:
     """What plan_and_charge would do with the same request now, by the same rules, reading only."""
     try:
-        plan = plan_batch(
-            session,
-            user_id=user_id,
-            album_id=album_id,
-            tier=tier,
-            skip_already_enhanced=skip_already_enhanced,
-            max_batch_size=max_batch_size,
-            image_ids=image_ids,
-        )
+        plan = plan_batch(session, request, max_batch_size)
     except (NotFound, InvalidRequest) as refusal:  # the album's images allow no plan at all
-        return Quote(ledger.balance(session, user_id), None, refusal)
+        return Quote(ledger.balance(session, request.user_id), None, refusal)
     return Quote(plan.balance, plan, plan.refusal())
 
 
-def plan_and_charge(
-    session: Session,
-    *,
-    user_id: str,
-    album_id: str,
-    tier: Tier,
-    skip_already_enhanced: bool,
-    max_batch_size: int,
-    execution_mode: str,
-    image_ids: Sequence[str] | None = None,
-) -> PlannedBatch:
+def plan_and_charge(session: Session, request: BatchRequest, max_batch_size: int, execution_mode: str) -> PlannedBatch:
     """Plan (plan_batch), refuse what the contract refuses, then charge and write the batch and its job rows, in
     the caller's transaction. The album's row lock serialises requests on one album; the conditional debit
     (ledger.consume) still refuses a balance that another album's charge emptied meanwhile."""
-    lock_album(session, album_id)
-    plan = plan_batch(
-        session,
-        user_id=user_id,
-        album_id=album_id,
-        tier=tier,
-        skip_already_enhanced=skip_already_enhanced,
-        max_batch_size=max_batch_size,
-        image_ids=image_ids,
-    )
+    lock_album(session, request.album_id)
+    plan = plan_batch(session, request, max_batch_size)
     to_enhance = plan.to_enhance
     if not to_enhance:
         return PlannedBatch(plan.total_images, plan.skipped, [], 0, plan.balance, None, [])
     refusal = plan.refusal()
     if refusal is not None:
         raise refusal
-    batch_id = new_batch_id(session, album_id)
-    new_balance = ledger.consume(session, user_id, plan.total_cost, batch_id, len(to_enhance))
+    batch_id = new_batch_id(session, request.album_id)
+    new_balance = ledger.consume(session, request.user_id, plan.total_cost, batch_id, len(to_enhance))
     batch = Batch(
         id=batch_id,
-        album_id=album_id,
-        user_id=user_id,
-        tier=tier,
+        album_id=request.album_id,
+        user_id=request.user_id,
+        tier=request.tier,
         execution_mode=execution_mode,
         tokens_charged=plan.total_cost,
     )
@@ -219,10 +190,10 @@ def plan_and_charge(
     jobs = [
         EnhancementJob(
             image_id=image.id,
-            user_id=user_id,
+            user_id=request.user_id,
             batch_id=batch_id,
             position=position,
-            tier=tier,
+            tier=request.tier,
             tokens_cost=plan.cost_each,
         )
         for position, image in enumerate(to_enhance)

@@ -20,12 +20,12 @@ from sqlmodel import Session
 from core.config import Settings
 from core.contracts import BatchEnhanceInput
 from core.errors import BatchStartFailed, Conflict, RateLimitState
-from core.vocabulary import BatchStatus, Tier
+from core.vocabulary import BatchStatus
 from db.models import Batch
 from db.session import transaction
 from services import idempotency, rate_limit
 from services.batches import close_unstarted, input_for, mark_started
-from services.enhance import PlannedBatch, plan_and_charge
+from services.enhance import BatchRequest, PlannedBatch, plan_and_charge
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,9 @@ START_FAILED = "Failed to start enhancement workflow. Tokens have been refunded.
 
 
 @dataclass(frozen=True)
-class EnhanceAlbum:
+class EnhanceAlbum(BatchRequest):
     """One enhance request, after authentication, ownership and body validation."""
 
-    user_id: str
-    album_id: str
-    tier: Tier
-    skip_already_enhanced: bool
-    image_ids: tuple[str, ...] | None = None  # only these images of the album (None: all of them)
     idempotency_key: str | None = None
 
 
@@ -127,7 +122,7 @@ def _claim_and_charge(session: Session, settings: Settings, command: EnhanceAlbu
     try:
         window = _count_request(session, settings, command.user_id)
         with transaction(session):
-            planned = _charge(session, settings, command)
+            planned = plan_and_charge(session, command, settings.max_batch_size, settings.execution_mode)
             result = EnhanceResult.of(planned)
             if key is not None:
                 idempotency.record_outcome(session, command.user_id, key, {"outcome": _CHARGED, **asdict(result)})
@@ -198,19 +193,6 @@ def _count_request(session: Session, settings: Settings, user_id: str) -> RateLi
         return rate_limit.hit(
             session, user_id, "enhance", settings.rate_limit_requests, settings.rate_limit_window_seconds
         )
-
-
-def _charge(session: Session, settings: Settings, command: EnhanceAlbum) -> PlannedBatch:
-    return plan_and_charge(
-        session,
-        user_id=command.user_id,
-        album_id=command.album_id,
-        tier=command.tier,
-        skip_already_enhanced=command.skip_already_enhanced,
-        max_batch_size=settings.max_batch_size,
-        execution_mode=settings.execution_mode,
-        image_ids=command.image_ids,
-    )
 
 
 def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None) -> None:

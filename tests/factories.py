@@ -10,7 +10,7 @@ from sqlmodel import Session
 
 from db.models import Album, Batch, EnhancementJob, Image, JobStatus, Tier, new_id
 from db.session import session_scope
-from services.enhance import PlannedBatch, plan_and_charge
+from services.enhance import BatchRequest, PlannedBatch, plan_and_charge
 from services.users import create_user
 from storage.base import Storage, original_key
 
@@ -132,14 +132,6 @@ def charge_batch(
     session: Session, user_id: str, album_id: str, tier: Tier = Tier.TIER_1K, execution_mode: str = "direct"
 ) -> PlannedBatch:
     """Charge a batch of the album's images as the enhance route does (in the caller's transaction)."""
-    planned = plan_and_charge(
-        session,
-        user_id=user_id,
-        album_id=album_id,
-        tier=tier,
-        skip_already_enhanced=True,
-        max_batch_size=20,
-        execution_mode=execution_mode,
-    )
+    planned = plan_and_charge(session, BatchRequest(user_id, album_id, tier, True), 20, execution_mode)
     assert planned.batch is not None, "nothing to charge: the album has no image left to enhance"
     return planned

@@ -41,6 +41,7 @@ from core.vocabulary import TIERS
 from db.models import Album, EnhancementJob, Image, Tier
 from db.session import transaction
 from services import enhance, idempotency
+from services.enhance import BatchRequest
 from services.enhance_album import EnhanceAlbum, EnhanceResult
 from services.enhance_album import enhance_album as enhance_album_use_case
 from services.uploads import UploadedFile, UploadLimits, check_uploads, store_uploads
@@ -227,15 +228,9 @@ def quote_enhance(
     """What `POST /albums/{albumId}/enhance` with this body would do now, charging nothing: the images it would
     count, skip and queue, what it would charge, and the error it would answer instead (`refusal`: its status
     and body), by the very rules of the enhance. Not counted against the rate limit."""
-    quote = enhance.quote(
-        session,
-        user_id=user.id,
-        album_id=album.id,
-        tier=Tier(body.tier),
-        skip_already_enhanced=body.skip_already_enhanced,
-        max_batch_size=settings.max_batch_size,
-        image_ids=body.image_ids,
-    )
+    image_ids = tuple(body.image_ids) if body.image_ids is not None else None
+    request = BatchRequest(user.id, album.id, Tier(body.tier), body.skip_already_enhanced, image_ids)
+    quote = enhance.quote(session, request, settings.max_batch_size)
     plan, refusal = quote.plan, quote.refusal
     queued = plan.to_enhance if plan is not None else []
     charge = plan.total_cost if plan is not None else 0

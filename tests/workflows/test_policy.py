@@ -174,11 +174,16 @@ class HeldDriver(ScriptedDriver):
         await self.shown.wait()
 
 
-async def test_a_pause_during_an_image_is_shown_at_once() -> None:
+async def held_at_the_first_image() -> tuple[BatchPolicy, HeldDriver, asyncio.Future[tuple[str, int, int, int, int]]]:
     policy = BatchPolicy("b", JOBS)
     driver = HeldDriver()
     batch = asyncio.ensure_future(run(policy, driver))
     await driver.in_progress.wait()
+    return policy, driver, batch
+
+
+async def test_a_pause_during_an_image_is_shown_at_once() -> None:
+    policy, driver, batch = await held_at_the_first_image()
     await driver.command(policy.pause)
     assert policy.snapshot().status == "PAUSED"
     assert policy.details() == "Pausing: finishing image 1 of 3 (image-1, job job-1)"
@@ -192,10 +197,7 @@ async def test_a_pause_during_an_image_is_shown_at_once() -> None:
 
 
 async def test_pause_and_resume_during_an_image_are_shown_in_their_order() -> None:
-    policy = BatchPolicy("b", JOBS)
-    driver = HeldDriver()
-    batch = asyncio.ensure_future(run(policy, driver))
-    await driver.in_progress.wait()
+    policy, driver, batch = await held_at_the_first_image()
     await driver.command(policy.pause)
     await driver.command(policy.resume)
     driver.release.set()
