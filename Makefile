@@ -17,31 +17,45 @@ $(STAMP): pyproject.toml requirements-sr.txt
 
 setup: $(STAMP) sr-libs
 
-# The SR runtime's native module links libvulkan.so.1 and libomp.so.5, even on the CPU. Installed with
-# apt when missing and allowed (root); otherwise a warning, and ENHANCE_ENGINE=auto enlarges classically.
+# Debian packages, installed when missing and allowed (root, or sudo with apt): never their recommended packages
+# (Chromium's would bring systemd and a printer stack), and when another process holds apt's or dpkg's lock, it is
+# waited for (up to 10 minutes) instead of given up: install waits by itself (DPkg::Lock::Timeout), update is
+# retried while its lock is taken.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+APT_GET ?= DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get -qq -o DPkg::Lock::Timeout=600
+CAN_APT = command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; }
+define apt_install
+	for attempt in $$(seq 60); do \
+		if out=$$($(APT_GET) update 2>&1); then break; fi; \
+		case "$$out" in \
+			*"Could not get lock"*|*"Unable to lock"*) echo "waiting for the apt lock another process holds"; sleep 10;; \
+			*) echo "$$out"; break;; \
+		esac; \
+	done; \
+	$(APT_GET) install -y --no-install-recommends $(1) >/dev/null
+endef
+
+# The SR runtime's native module links libvulkan.so.1 and libomp.so.5, even on the CPU. Installed when missing;
+# otherwise a warning, and ENHANCE_ENGINE=auto enlarges classically.
 SR_LIBS_PRESENT = $(BIN)/python -c "import ctypes; ctypes.CDLL('libvulkan.so.1'); ctypes.CDLL('libomp.so.5')" 2>/dev/null
 sr-libs:
-	@if ! $(SR_LIBS_PRESENT) && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-		apt-get install -y --no-install-recommends libvulkan1 libomp5 >/dev/null 2>&1 \
-		|| { apt-get update >/dev/null 2>&1; apt-get install -y --no-install-recommends libvulkan1 libomp5 >/dev/null 2>&1; }; \
-	fi; \
+	@if ! $(SR_LIBS_PRESENT) && $(CAN_APT); then $(call apt_install,libvulkan1 libomp5); fi; \
 	if ! $(SR_LIBS_PRESENT); then \
 		echo "warning: super-resolution needs the system libraries libvulkan.so.1 and libomp.so.5;"; \
 		echo "         install them (Debian/Ubuntu: sudo apt-get install libvulkan1 libomp5)."; \
 		echo "         Until then ENHANCE_ENGINE=auto enlarges with the classic engine."; \
 	fi
 
-# The browser tests drive the system's Chromium through its chromedriver (Debian packages; nothing is downloaded
-# at run time). Installed only when missing; without them the browser tests skip (outside CI).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# The browser tests drive the system's Chromium through its chromedriver, and the metadata tests run exiftool
+# (Debian packages; nothing is downloaded at run time). Without them those tests skip (outside CI).
+TEST_PACKAGES := chromium chromium-driver libimage-exiftool-perl
+TEST_PACKAGES_PRESENT ?= command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v exiftool >/dev/null
 browser:
-	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
-	elif command -v apt-get >/dev/null && { [ "$$(id -u)" = 0 ] || command -v sudo >/dev/null; }; then \
-		$(SUDO) apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver \
-		|| echo "warning: could not install chromium and chromium-driver; the browser tests will skip"; \
+	@if $(TEST_PACKAGES_PRESENT); then :; \
+	elif $(CAN_APT); then \
+		{ $(call apt_install,$(TEST_PACKAGES)); } || echo "warning: could not install $(TEST_PACKAGES); those tests will skip"; \
 	else \
-		echo "warning: the browser tests need chromium and chromium-driver (Debian packages); they will skip"; \
+		echo "warning: the browser and metadata tests need $(TEST_PACKAGES) (Debian packages); they will skip"; \
 	fi
 
 dev: setup          ## Temporal dev server + worker + API on 127.0.0.1:8000
@@ -56,10 +70,8 @@ worker: setup       ## one more worker against TEMPORAL_ADDRESS
 test: setup browser ## the whole suite (PostgreSQL too when TEST_DATABASE_URL is set)
 	$(BIN)/pytest
 
-lint: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/mypy .
+lint: setup         ## ruff, ruff format and mypy (strict for the source), as .pre-commit-config.yaml lists them
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 bench: setup        ## imaging benchmark; writes bench/results/
 	$(BIN)/python -m bench.imaging

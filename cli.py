@@ -4,7 +4,6 @@ import argparse
 import asyncio
 import errno
 import re
-import secrets
 import signal
 import socket
 import sys
@@ -18,25 +17,19 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlmodel import col, select
 
-from api.deps import hash_api_key
 from api.main import create_app
 from core.config import Settings, get_settings
-from core.errors import StartupRefused
+from core.errors import Conflict, StartupRefused
 from core.temporal_dev import start_dev_server
 from db import ledger, migrate
 from db.models import User
 from db.session import check_schema, make_engine, session_scope
+from services import users
 from services.deployment import claim_storage
 from storage.factory import storage_from
 from telemetry.logs import configure_logging
 from telemetry.tracing import export_traces
 from worker import run_worker
-
-
-def new_api_key() -> str:
-    """A fresh API key (only its hash is stored)."""
-    return "ae_" + secrets.token_urlsafe(32)
-
 
 # Deliberately loose (one @, a dot in the domain, no spaces): the address is an account name, never mailed to.
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
@@ -88,15 +81,13 @@ def open_database(settings: Settings, create: bool) -> Engine:
 def create_user(settings: Settings, email: str, tokens: int) -> str:
     """Create a user with an optional token grant and return the API key."""
     engine = open_database(settings, create=True)
-    api_key = new_api_key()
-    with session_scope(engine) as session:
-        if session.exec(select(User).where(col(User.email) == email)).first() is not None:
-            raise SystemExit(f"a user with email {email} exists already")
-        user = User(email=email, api_key_hash=hash_api_key(api_key))
-        session.add(user)
-        session.flush()
-        if tokens:
-            ledger.grant(session, user.id, tokens, "cli:initial-grant")
+    try:
+        with session_scope(engine) as session:
+            _, api_key = users.create_user(session, email, tokens, "cli:initial-grant")
+    except Conflict as exc:
+        raise SystemExit(exc.message) from None
+    finally:
+        engine.dispose()
     return api_key
 
 

@@ -117,9 +117,7 @@ async def running_workers(
 
 async def run_worker(settings: Settings) -> None:
     """Run the workers of the served queues and the reconciler until cancelled."""
-    # Sized like the API's: at least one connection per image thread plus the reconciler's.
-    pool = PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
-    engine = make_engine(settings.database_url, pool)
+    engine = make_engine(settings.database_url, PoolSettings.of(settings))
     check_schema(engine)
     storage = storage_from(settings)
     verify_storage(engine, storage)

@@ -21,9 +21,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from core.contracts import (
+    BatchCommands,
     CloseJobInput,
     CloseJobResult,
     FinishBatchInput,
+    JobInterrupted,
     ProcessJobInput,
     ProcessJobResult,
     SetBatchStatusInput,
@@ -32,6 +34,7 @@ from core.vocabulary import (
     ACTIVE_BATCH_STATUSES,
     IN_FLIGHT_STATUSES,
     INVALID_IMAGE_ERROR,
+    MAX_PROGRESS,
     MISSING_ORIGINAL_ERROR,
     TIERS,
     UNFINISHED_BATCH_STATUSES,
@@ -45,10 +48,6 @@ from imaging import EngineConfig, InvalidImageError, enhance_image, needs_super_
 from storage.base import ObjectNotFound, Storage, enhanced_key
 
 log = logging.getLogger(__name__)
-
-
-class JobInterrupted(Exception):
-    """A cancel reached an image while it was being enhanced (direct mode; Temporal raises its CancelledError)."""
 
 
 Publish = Callable[[str], None]
@@ -224,6 +223,18 @@ class BatchActivities:
         finally:
             _current_control.reset(token)
 
+    def enhance_in_process(
+        self, inp: ProcessJobInput, batch_id: str, cancelled: threading.Event, on_step: Publish
+    ) -> ProcessJobResult:
+        """enhance_job for the in-process driver: a cancel is the driver's event, and it hears the steps too."""
+        return self.enhance_job(inp, DirectJobControl(cancelled, self.progress_interval, on_step), batch_id)
+
+    def batch_commands(self, batch_id: str) -> BatchCommands | None:
+        """The commands on a batch's row, for the in-process driver (another API process records them there)."""
+        with Session(self.engine) as session:
+            batch = session.get(Batch, batch_id)
+            return None if batch is None else BatchCommands(batch.status, batch.cancel_requested)
+
     def _publish_step(self, batch_id: str, job_id: str, step: str) -> None:
         """Show a long job's step on its row (the batch API) and to its driver; best effort, never fails the job."""
         try:
@@ -231,7 +242,7 @@ class BatchActivities:
                 session.exec(
                     update(EnhancementJob)
                     .where(col(EnhancementJob.id) == job_id, col(EnhancementJob.status) == JobStatus.PROCESSING)
-                    .values(progress=step[:100])
+                    .values(progress=step[:MAX_PROGRESS])
                 )
             if self.on_step is not None:
                 self.on_step(batch_id, job_id, step)

@@ -1,6 +1,5 @@
 """Annotated dependencies: settings, session, storage, launcher, the current user and ownership checks."""
 
-import hashlib
 from collections.abc import Iterator
 from typing import Annotated, TypeVar
 
@@ -8,14 +7,17 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
+from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User
+from db.session import transaction
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
+from services.users import user_of_key
 from storage.base import Storage
 
 T = TypeVar("T")
@@ -24,28 +26,28 @@ bearer = HTTPBearer(auto_error=False, description="The API key printed by `album
 
 
 def get_settings(request: Request) -> Settings:
-    return request.app.state.settings
+    return app_state(request.app).settings
 
 
 def get_db(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+    with Session(app_state(request.app).engine, expire_on_commit=False) as session:
         yield session
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+    return app_state(request.app).engine
 
 
 def get_storage(request: Request) -> Storage:
-    return request.app.state.storage
+    return app_state(request.app).storage
 
 
 def get_launcher(request: Request) -> BatchLauncher:
-    return request.app.state.launcher
+    return app_state(request.app).launcher
 
 
 def get_decode_slots(request: Request) -> DecodeSlots:
-    return request.app.state.decode_slots
+    return app_state(request.app).decode_slots
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
@@ -58,11 +60,6 @@ LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
 DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
 
 
-def hash_api_key(api_key: str) -> str:
-    """The stored form of an API key."""
-    return hashlib.sha256(api_key.encode()).hexdigest()
-
-
 # The contract fixes `error`; the hint tells a newcomer how to send the key.
 AUTH_HINT = "Send your API key in the header 'Authorization: Bearer <key>' (see `album-enhance users create`)"
 
@@ -72,10 +69,10 @@ def get_current_user(
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
-    user = session.exec(select(User).where(col(User.api_key_hash) == hash_api_key(credentials.credentials))).first()
-    # End the read transaction: the connection goes back to the pool while the request reads its body or
-    # waits for its next step, instead of being held from authentication to the response.
-    session.commit()
+    # A transaction of its own, ended at once: the connection goes back to the pool while the request reads its
+    # body or waits for its next step, instead of being held from authentication to the response.
+    with transaction(session):
+        user = user_of_key(session, credentials.credentials)
     if user is None:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
     return user

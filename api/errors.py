@@ -20,6 +20,7 @@ from core.errors import (
     InvalidRequest,
     NotFound,
     RateLimited,
+    RateLimitState,
     ServiceUnavailable,
     Unauthorized,
 )
@@ -54,11 +55,41 @@ def _describe(errors: Sequence[Any]) -> str:
     return f"Invalid request: {location or 'body'}: {first.get('msg', 'invalid value')}"
 
 
+def error_body(error: DomainError) -> dict[str, Any]:
+    """The JSON body of a domain error: its message and the facts it carries."""
+    return {"error": error.message, **error.extra}
+
+
+def rate_limit_headers(window: RateLimitState) -> dict[str, str]:
+    """The X-RateLimit-* headers describing a caller's window."""
+    return {
+        "X-RateLimit-Limit": str(window.limit),
+        "X-RateLimit-Remaining": str(window.remaining),
+        "X-RateLimit-Reset": str(window.reset_epoch),
+    }
+
+
+# Marks a stored answer given again for an Idempotency-Key.
+REPLAYED_HEADERS = {"Idempotent-Replayed": "true"}
+
+
+def error_headers(error: DomainError) -> dict[str, str]:
+    """The headers that carry a domain error's facts."""
+    headers: dict[str, str] = {}
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = "Bearer"
+    if error.retry_after is not None:
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, RateLimited):
+        headers |= rate_limit_headers(error.window)
+    if error.replayed:
+        headers |= REPLAYED_HEADERS
+    return headers
+
+
 async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DomainError)
-    if isinstance(exc, Unauthorized):
-        exc.headers.setdefault("WWW-Authenticate", "Bearer")
-    return JSONResponse({"error": exc.message, **exc.extra}, status_code=status_of(exc), headers=exc.headers)
+    return JSONResponse(error_body(exc), status_code=status_of(exc), headers=error_headers(exc))
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:

@@ -8,12 +8,12 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any
 
-import anyio.to_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 from temporalio.client import Client
 
+from api.state import app_state
 from storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -21,18 +21,6 @@ router = APIRouter(tags=["health"])
 
 # Probes go around the admission gate (a saturated replica is alive, and its readiness is what they measure).
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-class HealthLimiters:
-    """One thread per blocking check, apart from the threads of the routes, so saturation cannot starve a probe
-    (and the database check uses at most the one connection kept for it)."""
-
-    def __init__(self) -> None:
-        self._limiters: dict[str, anyio.CapacityLimiter] = {}
-
-    async def run(self, name: str, fn: Callable[[], None]) -> None:
-        limiter = self._limiters.setdefault(name, anyio.CapacityLimiter(1))
-        await anyio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)
 
 
 @router.get("/healthz")
@@ -82,16 +70,17 @@ async def _timed(check: Callable[[], Awaitable[None]], seconds: float) -> dict[s
 @router.get("/readyz", responses={503: {"description": "A dependency is not ready; `checks` says which"}})
 async def readyz(request: Request) -> JSONResponse:
     """Readiness: the database, the storage and, in Temporal mode, the Temporal frontend answer in time."""
-    state = request.app.state
-    timeout: float = state.settings.readiness_timeout_seconds
-    limiters: HealthLimiters = state.health_limiters
+    state = app_state(request.app)
+    timeout = state.settings.readiness_timeout_seconds
+    limiters = state.health_limiters
+    client = state.temporal_client
 
     checks: dict[str, Callable[[], Awaitable[None]]] = {
         "database": lambda: limiters.run("database", lambda: _database_check(state.engine)),
         "storage": lambda: limiters.run("storage", lambda: _storage_check(state.storage)),
     }
-    if state.temporal_client is not None:
-        checks["temporal"] = lambda: _temporal_check(state.temporal_client, timeout)
+    if client is not None:
+        checks["temporal"] = lambda: _temporal_check(client, timeout)
     results = await asyncio.gather(*(_timed(check, timeout) for check in checks.values()))
     report = dict(zip(checks, results, strict=True))
     failing = [name for name, result in report.items() if result["status"] != "ok"]

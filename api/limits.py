@@ -1,11 +1,13 @@
-"""ASGI guards that refuse work cleanly before it starts: oversized bodies (413) and saturation (503)."""
+"""ASGI guards that refuse work cleanly before it starts: oversized bodies (413) and saturation (503); and the
+health probes' own threads."""
 
 import asyncio
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import anyio.to_thread
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,3 +110,15 @@ class AdmissionGate:
             await self.app(scope, receive, send)
         finally:
             self._slots.release()
+
+
+class HealthLimiters:
+    """One thread per blocking check, apart from the threads of the routes, so saturation cannot starve a probe
+    (and the database check uses at most the one connection kept for it)."""
+
+    def __init__(self) -> None:
+        self._limiters: dict[str, anyio.CapacityLimiter] = {}
+
+    async def run(self, name: str, fn: Callable[[], None]) -> None:
+        limiter = self._limiters.setdefault(name, anyio.CapacityLimiter(1))
+        await anyio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)

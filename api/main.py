@@ -16,8 +16,9 @@ from temporalio.client import Client
 from activities.batch import BatchActivities
 from api import health
 from api.errors import install_error_handlers
-from api.limits import AdmissionGate, BodyLimits, BodySizeLimit
+from api.limits import AdmissionGate, BodyLimits, BodySizeLimit, HealthLimiters
 from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
+from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
 from services.batches import engine_config
@@ -57,10 +58,6 @@ def _make_launcher(
     if client is None:
         return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
-
-
-def _pool_settings(settings: Settings) -> PoolSettings:
-    return PoolSettings(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
 
 
 def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
@@ -106,7 +103,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Sync routes run on this many threads: as many as requests are admitted (AdmissionGate).
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.api_concurrency
-        engine = make_engine(settings.database_url, _pool_settings(settings))
+        engine = make_engine(settings.database_url, PoolSettings.of(settings))
         check_schema(engine)
         store = storage if storage is not None else storage_from(settings)
         claim_storage_if_reachable(engine, store)
@@ -119,14 +116,22 @@ def create_app(
             settings.activity_progress_interval_seconds,
             engine_config=engine_config(settings),
         )
-        app.state.settings, app.state.engine, app.state.storage = settings, engine, store
-        app.state.temporal_client = client = await _temporal_client(settings)
-        app.state.health_limiters = health.HealthLimiters()
-        app.state.decode_slots = DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds)
+        client = await _temporal_client(settings)
         launcher: BatchLauncher = MeteredLauncher(_make_launcher(settings, client, activities, executor))
         if wrap_launcher is not None:
             launcher = wrap_launcher(launcher)
-        app.state.launcher = launcher
+        install_state(
+            app,
+            AppState(
+                settings=settings,
+                engine=engine,
+                storage=store,
+                launcher=launcher,
+                temporal_client=client,
+                health_limiters=HealthLimiters(),
+                decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
+            ),
+        )
         reconciler = None
         if settings.execution_mode == "direct":
             reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))
@@ -158,7 +163,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, limits=BodyLimits(settings.max_upload_bytes, settings.max_json_bytes))
     app.include_router(api_router)
     app.include_router(health.router)
-    web.install(app)
+    web.install(app, settings)
     instrument(app)
     add_metrics_route(app)
     return app

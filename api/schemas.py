@@ -136,6 +136,30 @@ class EnhanceResponse(ApiModel):
     batch_id: str | None = None
 
 
+class RefusalOut(ErrorOut):
+    """The error the enhance would answer: its HTTP status, and its body (`error` and the facts it gives)."""
+
+    status: int
+
+
+class EnhanceQuoteOut(ApiModel):
+    """What the enhance would do with the same body now. Where `refusal` is null, the enhance would answer 200
+    with these `totalImages`, `skipped`, `queued`, `totalCost` and `newBalance`, queueing `imageIds` in this
+    order; otherwise it would answer `refusal` and charge nothing (`newBalance` = `balance`)."""
+
+    tier: TierName
+    total_images: int
+    skipped: int
+    queued: int
+    image_ids: list[str] = Field(description="The images the enhance would queue, in processing order")
+    cost_per_image: int
+    total_cost: int = Field(description="What the images it would queue cost (charged only without a refusal)")
+    balance: int
+    new_balance: int
+    max_batch_size: int
+    refusal: RefusalOut | None
+
+
 class JobOut(ApiModel):
     id: str
     batch_id: str

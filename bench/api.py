@@ -40,14 +40,14 @@ from typing import Any
 
 from PIL import Image as PILImage
 
-from api.deps import hash_api_key
 from bench.hostile import black_png
 from bench.throwaway import throwaway_database
 from core.config import Settings
 from core.temporal_dev import dev_server_command, wait_for_port
-from db import ledger, migrate
-from db.models import Album, Image, User
+from db import migrate
+from db.models import Album, Image
 from db.session import make_engine, session_scope
+from services.users import create_user
 from storage.local import LocalStorage, original_key
 
 RESULTS = Path(__file__).parent / "results"
@@ -240,11 +240,7 @@ def seed(database_url: str, storage: LocalStorage) -> list[tuple[str, str]]:
     seeded = []
     with session_scope(engine) as session:
         for i in range(USERS):
-            key = f"bench-key-{i}-{uuid.uuid4().hex}"
-            user = User(email=f"bench-{i}@example.com", api_key_hash=hash_api_key(key))
-            session.add(user)
-            session.flush()
-            ledger.grant(session, user.id, 1_000_000_000, "bench:grant")
+            user, key = create_user(session, f"bench-{i}@example.com", 1_000_000_000, "bench:grant")
             album = Album(owner_id=user.id, name=f"bench {i}")
             session.add(album)
             session.flush()

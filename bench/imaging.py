@@ -25,6 +25,7 @@ from typing import Any
 
 import cv2
 import numpy as np
+import PIL
 from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from bench.photos import photo_like, photo_like_jpeg
@@ -459,7 +460,7 @@ def run(runs: int, naive_runs: int, out_dir: Path, large: bool = True, super_res
         "load_average_after": os.getloadavg()[0],
         "python": platform.python_version(),
         "opencv": cv2.__version__,
-        "pillow": Image.__version__,
+        "pillow": PIL.__version__,
         "runs": runs,
         "workers": WORKERS,
     }

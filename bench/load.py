@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,12 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
 
 
 async def _client(
-    host: str, port: int, next_request: Callable[[int], Request], client_id: int, stop_at: float, out: list[tuple]
+    host: str,
+    port: int,
+    next_request: Callable[[int], Request],
+    client_id: int,
+    stop_at: float,
+    out: list[tuple[Any, ...]],
 ) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     hostname = f"{host}:{port}"

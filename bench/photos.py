@@ -22,7 +22,8 @@ def _fractal(rng: np.random.Generator, width: int, height: int, finest: int, exp
         grid = rng.standard_normal((height // cell + 2, width // cell + 2), dtype=np.float32)
         texture += cv2.resize(grid, (width, height), interpolation=cv2.INTER_CUBIC) * cell**exponent
         cell *= 2
-    return texture / texture.std()
+    normalised: np.ndarray = texture / texture.std()
+    return normalised
 
 
 def photo_like(width: int, height: int, seed: int = 1) -> np.ndarray:
@@ -43,7 +44,8 @@ def photo_like(width: int, height: int, seed: int = 1) -> np.ndarray:
     weight = 0.2 + 0.8 * ground
     image *= shade[..., None] * weight + (1.0 - weight)
     image += rng.standard_normal((height, width, 3), dtype=np.float32) * _GRAIN_SIGMA
-    return np.clip(image, 0, 255).astype(np.uint8)
+    photo: np.ndarray = np.clip(image, 0, 255).astype(np.uint8)
+    return photo
 
 
 def photo_like_jpeg(width: int, height: int, seed: int = 1, quality: int = 90) -> bytes:

@@ -41,7 +41,6 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
-from api.deps import hash_api_key
 from bench.load import LoadResult, json_request, percentile, run_load
 from bench.photos import photo_like_jpeg
 from bench.throwaway import throwaway_database
@@ -51,11 +50,12 @@ from core.temporal_dev import start_dev_server
 from core.vocabulary import TIERS, BatchStatus, JobStatus, Tier
 from db import ledger, migrate
 from db.models import Album, Batch, EnhancementJob, Image, User, new_id
-from db.session import make_engine, session_scope
+from db.session import make_engine, session_scope, transaction
 from imaging import enhance_image
 from services.batches import input_for, mark_started
-from services.enhance import plan_and_charge
+from services.enhance import BatchRequest, plan_and_charge
 from services.launcher import TemporalLauncher
+from services.users import create_user
 from storage.local import LocalStorage, original_key
 from worker import running_workers, worker_activities
 from workflows.direct import DirectLauncher
@@ -137,12 +137,8 @@ def free_port() -> int:
 
 def make_user(engine: Engine, tokens: int) -> tuple[str, str]:
     """A user with a grant; returns (user id, API key)."""
-    api_key = f"bench_{uuid.uuid4().hex}"
     with session_scope(engine) as session:
-        user = User(email=f"bench-{new_id()[:12]}@example.com", api_key_hash=hash_api_key(api_key))
-        session.add(user)
-        session.flush()
-        ledger.grant(session, user.id, tokens, "bench:grant")
+        user, api_key = create_user(session, f"bench-{new_id()[:12]}@example.com", tokens, "bench:grant")
         return user.id, api_key
 
 
@@ -178,19 +174,12 @@ def charge_batches(stack: Stack, scenario: Scenario, mode: str) -> list[BatchEnh
         originals = [stack.sources[i % len(stack.sources)] for i in range(scenario.images)]
         album_id = make_album(stack.engine, stack.storage, stack.user_id, originals, PIPELINE_ALBUM)
         with Session(stack.engine, expire_on_commit=False) as session:
-            planned = plan_and_charge(
-                session,
-                user_id=stack.user_id,
-                album_id=album_id,
-                tier=scenario.tier,
-                skip_already_enhanced=True,
-                max_batch_size=stack.settings.max_batch_size,
-                execution_mode=mode,
-            )
+            request = BatchRequest(stack.user_id, album_id, scenario.tier, True)
+            with transaction(session):
+                planned = plan_and_charge(session, request, stack.settings.max_batch_size, mode)
             assert planned.batch is not None
-            session.commit()
-            mark_started(session, planned.batch.id)
-            session.commit()
+            with transaction(session):
+                mark_started(session, planned.batch.id)
             inputs.append(input_for(planned.batch, planned.jobs, planned.to_enhance, stack.settings))
     return inputs
 

@@ -152,7 +152,8 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
-    return rgb.astype(np.float64) @ _LUMA
+    weighted: np.ndarray = rgb.astype(np.float64) @ _LUMA
+    return weighted
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

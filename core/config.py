@@ -36,6 +36,8 @@ class Settings(BaseSettings):
     max_files_per_upload: int = 50
 
     image_workers: int = Field(default=2, ge=1)
+    # The image activity's retries and timeouts (services.batches.retry_settings derives the workflow's
+    # core.contracts.RetrySettings from these and SR_ACTIVITY_START_TO_CLOSE_SECONDS).
     activity_max_attempts: int = Field(default=5, ge=1)
     activity_initial_retry_seconds: float = 1.0
     activity_max_retry_seconds: float = 30.0
@@ -94,17 +96,18 @@ class Settings(BaseSettings):
             )
         return self
 
-    # Imaging engine: the caller builds imaging.EngineConfig from these (it validates them). auto runs the
-    # super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and the runtime is
-    # installed; classic never does; sr requires it. SR_GPU_ID -1 is the CPU; SR_TILE_SIZE is in source
-    # pixels (memory grows with its square: ~12 KB per pixel of a tile); SR_NOISE -1..3 is the denoise level.
-    enhance_engine: Literal["auto", "classic", "sr"] = "auto"
-    sr_model: str = "upconv_7_photo"
-    sr_min_scale: float = 1.5
-    sr_tile_size: int = 128
-    sr_threads: int = 1
-    sr_gpu_id: int = -1
-    sr_noise: int = -1
+    # Imaging engine: services.batches.engine_config derives imaging.EngineConfig from these, field by field (it
+    # validates them); unset, a knob keeps the engine's own default (auto, upconv_7_photo, 1.5, 128, 1, -1, -1).
+    # auto runs the super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and the
+    # runtime is installed; classic never does; sr requires it. SR_GPU_ID -1 is the CPU; SR_TILE_SIZE is in
+    # source pixels (memory grows with its square: ~12 KB per pixel of a tile); SR_NOISE -1..3 is the denoise level.
+    enhance_engine: Literal["auto", "classic", "sr"] | None = None
+    sr_model: str | None = None
+    sr_min_scale: float | None = None
+    sr_tile_size: int | None = None
+    sr_threads: int | None = None
+    sr_gpu_id: int | None = None
+    sr_noise: int | None = None
     # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
     # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
     # run at once per worker process (the network holds Python's lock for a whole tile: one is right on a CPU).

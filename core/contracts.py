@@ -1,19 +1,25 @@
 """The contracts between the batch workflow, its activities and the launchers: plain, frozen inputs and results
-that both sides import (this module sits below workflows/ and activities/ and imports nothing of the project)."""
+that both sides import, and the side effects the in-process driver needs (this module sits below workflows/ and
+activities/ and imports nothing of the project outside core/)."""
 
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
+
+from core.vocabulary import BatchStatus
 
 
 @dataclass(frozen=True)
 class RetrySettings:
-    """How an image activity is retried and timed out."""
+    """How an image activity is retried and timed out (derived from the settings, which hold the defaults)."""
 
-    max_attempts: int = 5
-    initial_interval_seconds: float = 1.0
-    max_interval_seconds: float = 30.0
-    heartbeat_timeout_seconds: float = 10.0
-    start_to_close_seconds: float = 300.0
-    sr_start_to_close_seconds: float = 1800.0  # an image the network enlarges may take minutes on a CPU
+    max_attempts: int
+    initial_interval_seconds: float
+    max_interval_seconds: float
+    heartbeat_timeout_seconds: float
+    start_to_close_seconds: float
+    sr_start_to_close_seconds: float  # an image the network enlarges may take minutes on a CPU
 
 
 @dataclass(frozen=True)
@@ -26,7 +32,7 @@ class BatchEnhanceInput:
     tier: str
     job_ids: list[str]
     image_ids: list[str]
-    retry: RetrySettings = field(default_factory=RetrySettings)
+    retry: RetrySettings
     # Jobs whose image the super-resolution network will enlarge, and the task queue their activity runs on.
     sr_job_ids: list[str] = field(default_factory=list)
     sr_task_queue: str | None = None
@@ -112,3 +118,38 @@ class BatchResult:
     failed: int
     cancelled: int
     tokens_refunded: int
+
+
+class JobInterrupted(Exception):
+    """A cancel reached an image while it was being enhanced in this process (Temporal raises its CancelledError)."""
+
+
+@dataclass(frozen=True)
+class BatchCommands:
+    """The commands recorded on a batch's row: how another API process reaches a batch running in this one."""
+
+    status: BatchStatus
+    cancel_requested: bool
+
+
+class InProcessActivities(Protocol):
+    """The side effects of a batch as the in-process driver (workflows/direct.py) takes them: the very activities
+    Temporal runs, called in this process. activities.batch.BatchActivities implements it; api/main.py hands it to
+    the driver, so workflows/ imports nothing of activities/ or db/."""
+
+    def enhance_in_process(
+        self, inp: ProcessJobInput, batch_id: str, cancelled: threading.Event, on_step: Callable[[str], None]
+    ) -> ProcessJobResult:
+        """Enhance the job on the calling thread; raise JobInterrupted at a checkpoint once `cancelled` is set.
+        `on_step` hears the steps of a long image (e.g. "tile 3 of 12")."""
+        ...
+
+    def close_job(self, inp: CloseJobInput) -> CloseJobResult: ...
+
+    def set_batch_status(self, inp: SetBatchStatusInput) -> None: ...
+
+    def finish_batch(self, inp: FinishBatchInput) -> None: ...
+
+    def batch_commands(self, batch_id: str) -> BatchCommands | None:
+        """The batch row's status and cancel flag (None: no such batch)."""
+        ...

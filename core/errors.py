@@ -1,15 +1,20 @@
-"""Domain errors; the API maps each class to an HTTP status in one handler."""
+"""Domain errors; the API maps each class to an HTTP status, and their facts to headers, in one handler."""
 
+from dataclasses import dataclass
 from typing import Any
 
 
 class DomainError(Exception):
-    """Base of all expected, user-facing errors."""
+    """Base of all expected, user-facing errors: a message and the facts (`extra`) the caller is told with it.
 
-    def __init__(self, message: str, headers: dict[str, str] | None = None, **extra: Any) -> None:
+    `retry_after` (seconds) says when trying again may succeed; `replayed` marks the stored answer of an earlier
+    request with the same Idempotency-Key, given again."""
+
+    def __init__(self, message: str, retry_after: int | None = None, **extra: Any) -> None:
         super().__init__(message)
         self.message = message
-        self.headers = headers or {}
+        self.retry_after = retry_after
+        self.replayed = False
         self.extra = extra
 
 
@@ -41,8 +46,21 @@ class IdempotencyKeyReused(DomainError):
     """An Idempotency-Key was sent again with a different request body."""
 
 
+@dataclass(frozen=True)
+class RateLimitState:
+    """A caller's rate-limit window: its limit, the requests left, and when the oldest counted one leaves it."""
+
+    limit: int
+    remaining: int
+    reset_epoch: int  # when the oldest counted request leaves the window, i.e. the next slot frees up
+
+
 class RateLimited(DomainError):
     """The caller sent too many requests in the current window."""
+
+    def __init__(self, message: str, window: RateLimitState, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after, retryAfter=retry_after)
+        self.window = window
 
 
 class BatchStartFailed(DomainError):

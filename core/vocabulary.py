@@ -84,6 +84,10 @@ class SearchAttribute(StrEnum):
     BATCH_STATUS = "BatchStatus"
 
 
+# What a job's row keeps of its failure (its error message) and of a long image's step, in characters.
+MAX_ERROR_MESSAGE = 1000
+MAX_PROGRESS = 100
+
 # Application error types that no retry can fix.
 INVALID_IMAGE_ERROR = "InvalidImage"
 MISSING_ORIGINAL_ERROR = "MissingOriginal"

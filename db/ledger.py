@@ -25,7 +25,17 @@ def grant(session: Session, user_id: str, amount: int, reference: str) -> int:
     if balance is None:
         raise NotFound("User not found")
     _add_entry(session, user_id, amount, LedgerType.GRANT, reference, balance)
-    return balance
+    return int(balance)
+
+
+def balance(session: Session, user_id: str) -> int:
+    """A user's balance as this transaction sees it."""
+    return int(session.exec(select(User.token_balance).where(col(User.id) == user_id)).one())
+
+
+def insufficient_tokens(required: int, to_enhance: int, balance: int | None) -> InsufficientTokens:
+    """The refusal of a charge the balance does not cover, with the facts the contract's 402 gives."""
+    return InsufficientTokens("Insufficient tokens", required=required, toEnhance=to_enhance, balance=balance)
 
 
 def consume(session: Session, user_id: str, amount: int, reference: str, to_enhance: int) -> int:
@@ -38,9 +48,9 @@ def consume(session: Session, user_id: str, amount: int, reference: str, to_enha
     ).scalar_one_or_none()
     if balance is None:
         current = session.exec(select(User.token_balance).where(col(User.id) == user_id)).one_or_none()
-        raise InsufficientTokens("Insufficient tokens", required=amount, toEnhance=to_enhance, balance=current)
+        raise insufficient_tokens(amount, to_enhance, current)
     _add_entry(session, user_id, -amount, LedgerType.CONSUME, reference, balance)
-    return balance
+    return int(balance)
 
 
 def refund_job(

@@ -11,6 +11,7 @@ from sqlmodel import Field, SQLModel
 
 # Re-exported for the callers that think in tables; defined once in core.vocabulary.
 from core.vocabulary import IN_FLIGHT_STATUSES as IN_FLIGHT_STATUSES
+from core.vocabulary import MAX_ERROR_MESSAGE, MAX_PROGRESS
 from core.vocabulary import BatchStatus as BatchStatus
 from core.vocabulary import JobStatus as JobStatus
 from core.vocabulary import Tier as Tier
@@ -116,8 +117,8 @@ class EnhancementJob(SQLModel, table=True):
     status: JobStatus = Field(default=JobStatus.PENDING, sa_type=sa.String(16), index=True)
     tokens_refunded: int = 0
     attempts: int = 0
-    error_message: str | None = Field(default=None, max_length=1000)
-    progress: str | None = Field(default=None, max_length=100)  # the step of a long job, e.g. "tile 3 of 12"
+    error_message: str | None = Field(default=None, max_length=MAX_ERROR_MESSAGE)
+    progress: str | None = Field(default=None, max_length=MAX_PROGRESS)  # the step of a long job, e.g. "tile 3 of 12"
     enhanced_key: str | None = Field(default=None, max_length=300)
     enhanced_width: int | None = None
     enhanced_height: int | None = None
@@ -156,8 +157,9 @@ class IdempotencyRecord(SQLModel, table=True):
     user_id: str = Field(foreign_key="user.id", primary_key=True)
     key: str = Field(primary_key=True, max_length=255)
     request_hash: str = Field(max_length=64)
+    # Records written before outcomes were stored kept the answer's HTTP status here; now always None.
     status_code: int | None = None
-    response_body: str | None = None
+    response_body: str | None = None  # the outcome of the key's first request (JSON); None while it runs
     created_at: datetime = timestamp_field()
 
 

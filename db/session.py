@@ -10,6 +10,7 @@ from sqlalchemy import Engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, create_engine
 
+from core.config import Settings
 from core.errors import StartupRefused
 from db import (
     migrate,
@@ -35,6 +36,12 @@ class PoolSettings:
     size: int = 20
     max_overflow: int = 0
     timeout: float = 5.0
+
+    @classmethod
+    def of(cls, settings: Settings) -> "PoolSettings":
+        """The pool a long-running process (API, worker) keeps, from DB_POOL_SIZE, DB_MAX_OVERFLOW and
+        DB_POOL_TIMEOUT_SECONDS: at least one connection per admitted request and image thread, plus the reserve."""
+        return cls(settings.pool_size, settings.db_max_overflow, settings.db_pool_timeout_seconds)
 
 
 def make_engine(database_url: str, pool: PoolSettings | None = None) -> Engine:
@@ -69,12 +76,19 @@ def check_schema(engine: Engine) -> None:
 
 
 @contextmanager
+def transaction(session: Session) -> Iterator[Session]:
+    """One step's transaction on an open session: it commits when the block ends and rolls back if the block
+    raises. The only way this code commits; functions that are handed a session never commit or roll back."""
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+
+
+@contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session whose transaction commits on success and rolls back on error."""
-    with Session(engine, expire_on_commit=False) as session:
-        try:
-            yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
+    """A session of its own with one transaction (activities, the CLI, background tasks)."""
+    with Session(engine, expire_on_commit=False) as session, transaction(session):
+        yield session

@@ -169,7 +169,8 @@ def _high_bit_depth_gray(image: Image.Image) -> np.ndarray:
     # Pillow's convert("L") clips 16-bit samples to 255 (an all-white image); scale instead.
     scale = _HIGH_BIT_DEPTH_SCALE["F" if image.mode == "F" else "I"]
     samples = np.asarray(image).astype(np.float32)
-    return np.clip(samples * scale + 0.5, 0, 255).astype(np.uint8)
+    gray: np.ndarray = np.clip(samples * scale + 0.5, 0, 255).astype(np.uint8)
+    return gray
 
 
 def _flatten_on_white(image: Image.Image) -> Image.Image:

@@ -91,6 +91,6 @@ def _insert_icc(jpeg: memoryview, icc: bytes) -> bytes:
     # OpenCV's encoder cannot embed ICC in every supported version; an APP2 segment is all it takes.
     segment = b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(icc)) + b"ICC_PROFILE\x00\x01\x01" + icc
     position = 2
-    if jpeg[2:4] == b"\xff\xe0":  # keep JFIF APP0 first, as the JFIF spec requires
+    if jpeg[2:4].tobytes() == b"\xff\xe0":  # keep JFIF APP0 first, as the JFIF spec requires
         position = 4 + int.from_bytes(jpeg[4:6], "big")
     return b"".join((jpeg[:position], segment, jpeg[position:]))

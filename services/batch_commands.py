@@ -1,5 +1,6 @@
 """The owner's commands on a batch: cancel, pause and resume. Each records the request on the batch row (so it is
-visible at once and survives a lost delivery), commits, then delivers it to the batch's driver."""
+visible at once and survives a lost delivery), commits, then delivers it to the batch's driver: a use case of
+steps, each one transaction begun and committed here."""
 
 import logging
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from sqlmodel import Session, col
 from core.errors import Conflict, ServiceUnavailable
 from core.vocabulary import ACTIVE_BATCH_STATUSES, FINAL_BATCH_STATUSES, UNFINISHED_BATCH_STATUSES, BatchStatus
 from db.models import Batch
+from db.session import transaction
 from services.batches import close_unstarted
 
 log = logging.getLogger(__name__)
@@ -19,16 +21,17 @@ Deliver = Callable[[], None]
 
 def cancel(session: Session, batch_id: str, deliver: Deliver) -> BatchStatus:
     """Cancel at any moment before the end; cancelling a cancelled batch again changes nothing."""
-    flagged = session.exec(
-        update(Batch)
-        .where(col(Batch.id) == batch_id, col(Batch.status).in_(UNFINISHED_BATCH_STATUSES))
-        .values(cancel_requested=True)
-    )
+    with transaction(session):
+        flagged = session.exec(
+            update(Batch)
+            .where(col(Batch.id) == batch_id, col(Batch.status).in_(UNFINISHED_BATCH_STATUSES))
+            .values(cancel_requested=True)
+        )
+        if flagged.rowcount:
+            # Not known to have started: close it here; a workflow that did start unseen still gets the delivery.
+            close_unstarted(session, batch_id, BatchStatus.CANCELLED, "Batch cancelled")
     if not flagged.rowcount:
         return _already_final(session, batch_id)
-    # Not known to have started: close it here; a workflow that did start unseen still gets the delivery below.
-    close_unstarted(session, batch_id, BatchStatus.CANCELLED, "Batch cancelled")
-    session.commit()
     try:
         deliver()
     except Exception as exc:
@@ -57,11 +60,13 @@ def _switch(
     """Move a started batch between RUNNING and PAUSED: on its row, then to its driver (undone if undelivered)."""
     if _commandable(session, batch_id) == to_status:
         return to_status
-    _move(session, batch_id, from_status, to_status)
+    with transaction(session):
+        _move(session, batch_id, from_status, to_status)
     try:
         deliver()
     except Exception as exc:
-        _move(session, batch_id, to_status, from_status)
+        with transaction(session):
+            _move(session, batch_id, to_status, from_status)
         status = _status(session, batch_id)
         if status in FINAL_BATCH_STATUSES:
             raise Conflict(f"Batch already finished ({status})") from exc
@@ -86,7 +91,6 @@ def _move(session: Session, batch_id: str, from_status: BatchStatus, to_status: 
     session.exec(
         update(Batch).where(col(Batch.id) == batch_id, col(Batch.status) == from_status).values(status=to_status)
     )
-    session.commit()
 
 
 def _already_final(session: Session, batch_id: str) -> BatchStatus:

@@ -14,9 +14,9 @@ import anyio
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES, JobStatus
+from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES
 from db.models import Batch
-from services.batches import jobs_of
+from services.batches import count_jobs, jobs_of
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,17 @@ class BatchSnapshot:
         return self.status in FINAL_BATCH_STATUSES and not any(job.status in IN_FLIGHT_STATUSES for job in self.jobs)
 
     def as_event(self) -> dict[str, object]:
-        count = {status: sum(1 for job in self.jobs if job.status == status) for status in JobStatus}
+        counts = count_jobs(self.jobs)
         return {
             "batchId": self.id,
             "status": self.status,
-            "totalImages": len(self.jobs),
-            "completed": count[JobStatus.COMPLETED],
-            "failed": count[JobStatus.FAILED],
-            "cancelled": count[JobStatus.CANCELLED],
-            "pending": count[JobStatus.PENDING] + count[JobStatus.PROCESSING],
+            "totalImages": counts.total,
+            "completed": counts.completed,
+            "failed": counts.failed,
+            "cancelled": counts.cancelled,
+            "pending": counts.pending,
             "tokensCharged": self.tokens_charged,
-            "tokensRefunded": sum(job.tokens_refunded for job in self.jobs),
+            "tokensRefunded": counts.tokens_refunded,
         }
 
 

@@ -1,5 +1,9 @@
 """Batch bookkeeping shared by the API, the launchers and the reconciler."""
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -10,29 +14,73 @@ from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from imaging.config import EngineConfig, wants_super_resolution
 
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+
+Config = TypeVar("Config", bound="DataclassInstance")
+
+
+def derived(config: type[Config], settings: Settings, setting_of: Mapping[str, str]) -> Config:
+    """A config dataclass whose every field is the setting of the same name, or the one `setting_of` names;
+    a setting left unset (None) keeps the config's own default. A field without a setting fails here, at start."""
+    values = {item.name: getattr(settings, setting_of.get(item.name, item.name)) for item in fields(config)}
+    return config(**{name: value for name, value in values.items() if value is not None})
+
+
+# The settings behind the fields whose names differ (the environment's names are part of the deployment).
+RETRY_SETTING_OF = {
+    "max_attempts": "activity_max_attempts",
+    "initial_interval_seconds": "activity_initial_retry_seconds",
+    "max_interval_seconds": "activity_max_retry_seconds",
+    "heartbeat_timeout_seconds": "activity_heartbeat_timeout_seconds",
+    "start_to_close_seconds": "activity_start_to_close_seconds",
+    "sr_start_to_close_seconds": "sr_activity_start_to_close_seconds",
+}
+ENGINE_SETTING_OF = {"engine": "enhance_engine"}
+
 
 def retry_settings(settings: Settings) -> RetrySettings:
     """The image activity's retry policy, from the settings."""
-    return RetrySettings(
-        max_attempts=settings.activity_max_attempts,
-        initial_interval_seconds=settings.activity_initial_retry_seconds,
-        max_interval_seconds=settings.activity_max_retry_seconds,
-        heartbeat_timeout_seconds=settings.activity_heartbeat_timeout_seconds,
-        start_to_close_seconds=settings.activity_start_to_close_seconds,
-        sr_start_to_close_seconds=settings.sr_activity_start_to_close_seconds,
-    )
+    return derived(RetrySettings, settings, RETRY_SETTING_OF)
 
 
 def engine_config(settings: Settings) -> EngineConfig:
-    """The imaging engine's knobs, from the settings (it validates them)."""
-    return EngineConfig(
-        engine=settings.enhance_engine,
-        sr_model=settings.sr_model,
-        sr_min_scale=settings.sr_min_scale,
-        sr_tile_size=settings.sr_tile_size,
-        sr_threads=settings.sr_threads,
-        sr_gpu_id=settings.sr_gpu_id,
-        sr_noise=settings.sr_noise,
+    """The imaging engine's knobs, from the settings (it validates them; unset ones keep the engine's default)."""
+    return derived(EngineConfig, settings, ENGINE_SETTING_OF)
+
+
+class _CountedJob(Protocol):
+    @property
+    def status(self) -> str: ...
+
+    @property
+    def tokens_refunded(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class JobCounts:
+    """A batch's jobs by status, and the tokens they gave back; `pending` is every job not finished yet."""
+
+    total: int
+    completed: int
+    failed: int
+    cancelled: int
+    pending: int
+    tokens_refunded: int
+
+
+def count_jobs(jobs: Iterable[_CountedJob]) -> JobCounts:
+    """The counts every view of a batch shows (the batch API, its event stream)."""
+    jobs = list(jobs)
+    count = {status: sum(1 for job in jobs if job.status == status) for status in JobStatus}
+    return JobCounts(
+        total=len(jobs),
+        completed=count[JobStatus.COMPLETED],
+        failed=count[JobStatus.FAILED],
+        cancelled=count[JobStatus.CANCELLED],
+        pending=count[JobStatus.PENDING] + count[JobStatus.PROCESSING],
+        tokens_refunded=sum(job.tokens_refunded for job in jobs),
     )
 
 

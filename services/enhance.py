@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from core.errors import InvalidRequest, NotFound
+from core.errors import DomainError, InvalidRequest, NotFound
 from core.vocabulary import TIERS
 from db import ledger
 from db.models import (
@@ -18,8 +18,60 @@ from db.models import (
     Image,
     JobStatus,
     Tier,
-    User,
 )
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """An enhance request as the rules see it: whose album, which tier, whether to skip what is done or in flight at
+    that tier, and which of its images (None: all of them)."""
+
+    user_id: str
+    album_id: str
+    tier: Tier
+    skip_already_enhanced: bool
+    image_ids: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """The contract's rules applied to an album's images at a tier, with nothing charged: what an enhance would
+    count, skip and queue now, what that costs, and the balance it would be taken from."""
+
+    tier: Tier
+    total_images: int
+    to_enhance: list[Image]
+    balance: int
+    max_batch_size: int
+
+    @property
+    def skipped(self) -> int:
+        return self.total_images - len(self.to_enhance)
+
+    @property
+    def cost_each(self) -> int:
+        return TIERS[self.tier].cost
+
+    @property
+    def total_cost(self) -> int:
+        return self.cost_each * len(self.to_enhance)
+
+    def refusal(self) -> DomainError | None:
+        """The contract's refusal of this plan, if any: more images than a batch takes, or too few tokens. A plan
+        with nothing to enhance is never refused (nothing is charged)."""
+        count = len(self.to_enhance)
+        if count == 0:
+            return None
+        if count > self.max_batch_size:
+            return InvalidRequest(
+                f"Too many images to enhance: {count} (max {self.max_batch_size} per batch)",
+                totalImages=self.total_images,
+                toEnhance=count,
+                maxBatchSize=self.max_batch_size,
+            )
+        if self.total_cost > self.balance:
+            return ledger.insufficient_tokens(self.total_cost, count, self.balance)
+        return None
 
 
 @dataclass(frozen=True)
@@ -33,6 +85,16 @@ class PlannedBatch:
     new_balance: int
     batch: Batch | None
     jobs: list[EnhancementJob]
+
+
+@dataclass(frozen=True)
+class Quote:
+    """What an enhance with the same request would do now: its plan (None when the album's images allow none) and
+    the error it would answer instead (None: it would be accepted)."""
+
+    balance: int
+    plan: BatchPlan | None
+    refusal: DomainError | None
 
 
 def lock_album(session: Session, album_id: str) -> None:
@@ -70,68 +132,72 @@ def new_batch_id(session: Session, album_id: str) -> str:
     return f"album-{album_id}-{millis}"
 
 
-def plan_and_charge(
-    session: Session,
-    *,
-    user_id: str,
-    album_id: str,
-    tier: Tier,
-    skip_already_enhanced: bool,
-    max_batch_size: int,
-    execution_mode: str,
-    image_ids: Sequence[str] | None = None,
-) -> PlannedBatch:
-    """Apply the contract's rules after ownership: images, skip filter, size, cost, balance, charge, job rows.
+def plan_batch(session: Session, request: BatchRequest, max_batch_size: int) -> BatchPlan:
+    """Apply the contract's rules after ownership: the album's images (an empty album: 404), the named ones (each
+    must be in the album: 400), the skip filter, and the balance the cost would come from.
 
-    With `image_ids`, only those images are considered (and counted in `total_images`); each must be in the album.
+    With `image_ids`, only those images are considered (and counted in `total_images`).
     """
-    lock_album(session, album_id)
-    total = list(session.exec(select(Image.id).where(col(Image.album_id) == album_id)).all())
+    total = list(session.exec(select(Image.id).where(col(Image.album_id) == request.album_id)).all())
     if not total:
         raise NotFound("No images found in album")
-    if image_ids is not None:
+    if request.image_ids is not None:
         # Only the caller's own ids are echoed back, so this says nothing about other albums.
-        unknown = sorted(set(image_ids) - set(total))
+        unknown = sorted(set(request.image_ids) - set(total))
         if unknown:
             raise InvalidRequest("Some imageIds are not images of this album", unknownImageIds=unknown)
-        total = list(image_ids)
-    to_enhance = images_to_enhance(session, album_id, tier, skip_already_enhanced, image_ids)
-    skipped = len(total) - len(to_enhance)
+        total = list(request.image_ids)
+    to_enhance = images_to_enhance(
+        session, request.album_id, request.tier, request.skip_already_enhanced, request.image_ids
+    )
+    balance = ledger.balance(session, request.user_id)
+    return BatchPlan(request.tier, len(total), to_enhance, balance, max_batch_size)
+
+
+def quote(session: Session, request: BatchRequest, max_batch_size: int) -> Quote:
+    """What plan_and_charge would do with the same request now, by the same rules, reading only."""
+    try:
+        plan = plan_batch(session, request, max_batch_size)
+    except (NotFound, InvalidRequest) as refusal:  # the album's images allow no plan at all
+        return Quote(ledger.balance(session, request.user_id), None, refusal)
+    return Quote(plan.balance, plan, plan.refusal())
+
+
+def plan_and_charge(session: Session, request: BatchRequest, max_batch_size: int, execution_mode: str) -> PlannedBatch:
+    """Plan (plan_batch), refuse what the contract refuses, then charge and write the batch and its job rows, in
+    the caller's transaction. The album's row lock serialises requests on one album; the conditional debit
+    (ledger.consume) still refuses a balance that another album's charge emptied meanwhile."""
+    lock_album(session, request.album_id)
+    plan = plan_batch(session, request, max_batch_size)
+    to_enhance = plan.to_enhance
     if not to_enhance:
-        balance = session.exec(select(User.token_balance).where(col(User.id) == user_id)).one()
-        return PlannedBatch(len(total), skipped, [], 0, balance, None, [])
-    if len(to_enhance) > max_batch_size:
-        raise InvalidRequest(
-            f"Too many images to enhance: {len(to_enhance)} (max {max_batch_size} per batch)",
-            totalImages=len(total),
-            toEnhance=len(to_enhance),
-            maxBatchSize=max_batch_size,
-        )
-    cost_each = TIERS[tier].cost
-    total_cost = cost_each * len(to_enhance)
-    batch_id = new_batch_id(session, album_id)
-    new_balance = ledger.consume(session, user_id, total_cost, batch_id, len(to_enhance))
+        return PlannedBatch(plan.total_images, plan.skipped, [], 0, plan.balance, None, [])
+    refusal = plan.refusal()
+    if refusal is not None:
+        raise refusal
+    batch_id = new_batch_id(session, request.album_id)
+    new_balance = ledger.consume(session, request.user_id, plan.total_cost, batch_id, len(to_enhance))
     batch = Batch(
         id=batch_id,
-        album_id=album_id,
-        user_id=user_id,
-        tier=tier,
+        album_id=request.album_id,
+        user_id=request.user_id,
+        tier=request.tier,
         execution_mode=execution_mode,
-        tokens_charged=total_cost,
+        tokens_charged=plan.total_cost,
     )
     session.add(batch)
     session.flush()
     jobs = [
         EnhancementJob(
             image_id=image.id,
-            user_id=user_id,
+            user_id=request.user_id,
             batch_id=batch_id,
             position=position,
-            tier=tier,
-            tokens_cost=cost_each,
+            tier=request.tier,
+            tokens_cost=plan.cost_each,
         )
         for position, image in enumerate(to_enhance)
     ]
     session.add_all(jobs)
     session.flush()
-    return PlannedBatch(len(total), skipped, to_enhance, total_cost, new_balance, batch, jobs)
+    return PlannedBatch(plan.total_images, plan.skipped, to_enhance, plan.total_cost, new_balance, batch, jobs)

@@ -1,26 +1,31 @@
 """The enhance use case: claim the idempotency key, count the request against the rate limit, charge, start the
-batch (or refund it), mark it started. Each step is its own transaction, committed here and nowhere else, so a
-crash between two steps leaves a state the reconciler understands (a CHARGED batch is started or refunded later).
+batch (or refund it), mark it started. Each step is one transaction, begun and committed here (`with
+transaction(session)`) and nowhere below, so a crash between two steps leaves a state the reconciler understands
+(a CHARGED batch is started or refunded later).
 
-The database steps are blocking and run on a worker thread; the start is awaited on the event loop, where the
-Temporal client lives, so no thread is held (and no thread hops back to the loop) while the server answers."""
+It answers in the domain's terms: an EnhanceOutcome, or a DomainError; api/ alone turns either into a status, a
+body and headers. The database steps are blocking and run on a worker thread; the start is awaited on the event
+loop, where the Temporal client lives, so no thread is held (and no thread hops back to the loop) while the
+server answers."""
 
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import anyio.to_thread
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from core.config import Settings
 from core.contracts import BatchEnhanceInput
-from core.errors import BatchStartFailed
-from core.vocabulary import BatchStatus, Tier
+from core.errors import BatchStartFailed, Conflict, RateLimitState
+from core.vocabulary import BatchStatus
 from db.models import Batch
+from db.session import transaction
 from services import idempotency, rate_limit
 from services.batches import close_unstarted, input_for, mark_started
-from services.enhance import PlannedBatch, plan_and_charge
+from services.enhance import BatchRequest, PlannedBatch, plan_and_charge
 
 log = logging.getLogger(__name__)
 
@@ -28,80 +33,122 @@ START_FAILED = "Failed to start enhancement workflow. Tokens have been refunded.
 
 
 @dataclass(frozen=True)
-class EnhanceAlbum:
+class EnhanceAlbum(BatchRequest):
     """One enhance request, after authentication, ownership and body validation."""
 
-    user_id: str
-    album_id: str
-    tier: Tier
-    skip_already_enhanced: bool
-    image_ids: tuple[str, ...] | None = None  # only these images of the album (None: all of them)
     idempotency_key: str | None = None
 
 
 @dataclass(frozen=True)
-class EnhanceAnswer:
-    """What the API answers: the contract's 200 body, or a stored answer replayed for an Idempotency-Key."""
+class QueuedImage:
+    image_id: str
+    job_id: str  # its enhancement job
 
-    status_code: int
-    body: dict[str, Any]
-    headers: dict[str, str] = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class EnhanceResult:
+    """What an enhance did: the images it counted, skipped and queued (in order), what it charged, and the balance
+    after; `batch_id` is None when nothing needed enhancing."""
+
+    total_images: int
+    skipped: int
+    total_cost: int
+    new_balance: int
+    batch_id: str | None
+    queued: tuple[QueuedImage, ...]
+
+    @classmethod
+    def of(cls, planned: PlannedBatch) -> "EnhanceResult":
+        queued = tuple(
+            QueuedImage(image.id, job.id) for image, job in zip(planned.to_enhance, planned.jobs, strict=True)
+        )
+        batch_id = planned.batch.id if planned.batch is not None else None
+        return cls(planned.total_images, planned.skipped, planned.total_cost, planned.new_balance, batch_id, queued)
+
+    @classmethod
+    def from_record(cls, data: dict[str, Any]) -> "EnhanceResult":
+        queued = tuple(QueuedImage(**image) for image in data.pop("queued"))
+        return cls(**data, queued=queued)
+
+
+@dataclass(frozen=True)
+class EnhanceOutcome:
+    """The result, this request's rate-limit window (None when it was not counted: the limit is off, or this is a
+    replay), and whether it is the stored outcome of an earlier request with the same Idempotency-Key."""
+
+    result: EnhanceResult
+    rate_limit: RateLimitState | None = None
     replayed: bool = False
 
 
 StartBatch = Callable[[BatchEnhanceInput], Awaitable[None]]
-RenderResponse = Callable[[PlannedBatch], dict[str, Any]]
+
+# How an outcome is kept for its Idempotency-Key (services/idempotency stores it as JSON).
+_CHARGED, _START_FAILED = "charged", "start_failed"
 
 
 @dataclass(frozen=True)
 class _Charged:
-    """The answer to give, and the batch to start first (None: nothing was charged)."""
+    """The outcome, and the batch to start first (None: nothing was charged, or this is a replay)."""
 
-    answer: EnhanceAnswer
+    outcome: EnhanceOutcome
     to_start: BatchEnhanceInput | None = None
 
 
 async def enhance_album(
-    session: Session, settings: Settings, start: StartBatch, render: RenderResponse, command: EnhanceAlbum
-) -> EnhanceAnswer:
-    """Run the use case; domain errors (400, 402, 404, 409, 422, 429, 500) propagate with nothing charged or kept."""
-    charged = await anyio.to_thread.run_sync(_claim_and_charge, session, settings, render, command)
+    session: Session, settings: Settings, start: StartBatch, command: EnhanceAlbum
+) -> EnhanceOutcome:
+    """Run the use case; domain errors propagate with nothing charged or kept, and a batch that could not be
+    started is refunded before BatchStartFailed is raised."""
+    charged = await anyio.to_thread.run_sync(_claim_and_charge, session, settings, command)
     if charged.to_start is not None:
         try:
             await start(charged.to_start)
         except Exception:
             log.exception("could not start batch %s; refunding it", charged.to_start.batch_id)
             await anyio.to_thread.run_sync(_refund_unstarted, session, charged.to_start, command.idempotency_key)
-            return charged.answer  # started by the reconciler meanwhile: the charge stands
+            return charged.outcome  # started by the reconciler meanwhile: the charge stands
         await anyio.to_thread.run_sync(_mark_started, session, charged.to_start.batch_id)
-    return charged.answer
+    return charged.outcome
 
 
-def _claim_and_charge(session: Session, settings: Settings, render: RenderResponse, command: EnhanceAlbum) -> _Charged:
-    """Claim the Idempotency-Key (or replay its answer), count the request, charge: each step committed."""
+def _claim_and_charge(session: Session, settings: Settings, command: EnhanceAlbum) -> _Charged:
+    """Claim the Idempotency-Key (or replay its outcome), count the request, charge: each step committed."""
     key = command.idempotency_key
     if key is not None:
-        fingerprint = idempotency.request_fingerprint(_request_of(command))
-        stored = idempotency.claim(session, command.user_id, key, fingerprint, settings.idempotency_ttl_seconds)
+        stored = _claim_key(session, settings, command, key)
         if stored is not None:
-            return _Charged(EnhanceAnswer(stored.status_code, stored.body, replayed=True))
+            return _Charged(_replay(stored))
     try:
-        headers = _count_request(session, settings, command.user_id)
-        planned = _charge(session, settings, command)
-        body = render(planned)
-        if key is not None:
-            idempotency.record_response(session, command.user_id, key, 200, body)
-        session.commit()
+        window = _count_request(session, settings, command.user_id)
+        with transaction(session):
+            planned = plan_and_charge(session, command, settings.max_batch_size, settings.execution_mode)
+            result = EnhanceResult.of(planned)
+            if key is not None:
+                idempotency.record_outcome(session, command.user_id, key, {"outcome": _CHARGED, **asdict(result)})
     except BaseException:
-        session.rollback()
         if key is not None:
-            idempotency.release(session, command.user_id, key)
-            session.commit()
+            with transaction(session):
+                idempotency.release(session, command.user_id, key)
         raise
     to_start = (
         input_for(planned.batch, planned.jobs, planned.to_enhance, settings) if planned.batch is not None else None
     )
-    return _Charged(EnhanceAnswer(200, body, headers), to_start)
+    return _Charged(EnhanceOutcome(result, window), to_start)
+
+
+def _claim_key(
+    session: Session, settings: Settings, command: EnhanceAlbum, key: str
+) -> idempotency.StoredOutcome | None:
+    """Claim the key in a transaction of its own (None), or find the outcome stored for it."""
+    fingerprint = idempotency.request_fingerprint(_request_of(command))
+    for _ in range(3):
+        try:
+            with transaction(session):
+                return idempotency.claim(session, command.user_id, key, fingerprint, settings.idempotency_ttl_seconds)
+        except IntegrityError:
+            continue  # claimed by another request at the same moment: look again
+    raise Conflict("A request with this Idempotency-Key is in progress")
 
 
 def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
@@ -109,45 +156,59 @@ def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
     return {name: value for name, value in asdict(command).items() if name not in ("user_id", "idempotency_key")}
 
 
-def _count_request(session: Session, settings: Settings, user_id: str) -> dict[str, str]:
+def _replay(stored: idempotency.StoredOutcome) -> EnhanceOutcome:
+    """The outcome of the key's first request, again: its result, or its BatchStartFailed."""
+    data = _from_answer(stored.legacy_status, stored.data) if stored.legacy_status is not None else dict(stored.data)
+    if data.pop("outcome") == _START_FAILED:
+        failed = BatchStartFailed(START_FAILED)
+        failed.replayed = True
+        raise failed
+    return EnhanceOutcome(EnhanceResult.from_record(data), replayed=True)
+
+
+def _from_answer(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """An outcome stored as its HTTP answer (records written before outcomes were stored, kept for a day)."""
+    if status != 200:
+        return {"outcome": _START_FAILED}
+    queued = [{"image_id": job["imageId"], "job_id": job["enhancementJobId"]} for job in body["jobs"]]
+    names = {
+        "total_images": "totalImages",
+        "skipped": "skipped",
+        "total_cost": "totalCost",
+        "new_balance": "newBalance",
+    }
+    return {
+        "outcome": _CHARGED,
+        **{ours: body[theirs] for ours, theirs in names.items()},
+        "batch_id": body.get("batchId"),
+        "queued": queued,
+    }
+
+
+def _count_request(session: Session, settings: Settings, user_id: str) -> RateLimitState | None:
     """Count the request against the user's limit, in its own transaction (a refused request is not counted)."""
     if not settings.rate_limit_enabled:
-        return {}
-    limits = rate_limit.hit(
-        session, user_id, "enhance", settings.rate_limit_requests, settings.rate_limit_window_seconds
-    )
-    session.commit()
-    return limits.headers()
-
-
-def _charge(session: Session, settings: Settings, command: EnhanceAlbum) -> PlannedBatch:
-    return plan_and_charge(
-        session,
-        user_id=command.user_id,
-        album_id=command.album_id,
-        tier=command.tier,
-        skip_already_enhanced=command.skip_already_enhanced,
-        max_batch_size=settings.max_batch_size,
-        execution_mode=settings.execution_mode,
-        image_ids=command.image_ids,
-    )
+        return None
+    with transaction(session):
+        return rate_limit.hit(
+            session, user_id, "enhance", settings.rate_limit_requests, settings.rate_limit_window_seconds
+        )
 
 
 def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None) -> None:
-    """The batch could not be started: refund it, then answer the contract's 500 (said only once refunded)."""
-    refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, "The workflow could not be started")
-    status = session.get_one(Batch, inp.batch_id).status
-    if status != BatchStatus.FAILED:
+    """The batch could not be started: refund it, then raise BatchStartFailed (said only once refunded)."""
+    with transaction(session):
+        refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, "The workflow could not be started")
         # Started meanwhile by the reconciler (same workflow id): the batch runs, so the charge stands.
-        session.commit()
+        started = session.get_one(Batch, inp.batch_id).status != BatchStatus.FAILED
+        if not started and key is not None:
+            idempotency.record_outcome(session, inp.user_id, key, {"outcome": _START_FAILED})
+    if started:
         log.info("batch %s was started by the reconciler; %s tokens were not refunded", inp.batch_id, refunded)
         return
-    if key is not None:
-        idempotency.record_response(session, inp.user_id, key, 500, {"error": START_FAILED})
-    session.commit()
     raise BatchStartFailed(START_FAILED)
 
 
 def _mark_started(session: Session, batch_id: str) -> None:
-    mark_started(session, batch_id)
-    session.commit()
+    with transaction(session):
+        mark_started(session, batch_id)

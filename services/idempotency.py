@@ -1,4 +1,4 @@
-"""Idempotency-Key handling: the first response of a key is stored in the database and replayed."""
+"""Idempotency-Key handling: the outcome of a key's first request is stored in the database and given again."""
 
 import hashlib
 import json
@@ -7,21 +7,23 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 
 from core.errors import Conflict, IdempotencyKeyReused, InvalidRequest
 from db.models import IdempotencyRecord, utcnow
 
 MAX_KEY_LENGTH = 255
-# A claim with no response after this long belongs to a request that died before committing.
+# A claim with no outcome after this long belongs to a request that died before committing.
 STALE_CLAIM = timedelta(seconds=120)
 
 
 @dataclass(frozen=True)
-class StoredResponse:
-    status_code: int
-    body: dict[str, Any]
+class StoredOutcome:
+    """What the first request with a key stored: the use case's own record of its outcome. Records kept before
+    outcomes were stored hold the answer's status (`legacy_status`) and body instead."""
+
+    data: dict[str, Any]
+    legacy_status: int | None = None
 
 
 def request_fingerprint(*parts: object) -> str:
@@ -37,40 +39,36 @@ def validate_key(key: str) -> str:
     return key
 
 
-def claim(session: Session, user_id: str, key: str, fingerprint: str, ttl_seconds: int) -> StoredResponse | None:
-    """Claim the key for this request (commits), or return the stored response to replay."""
-    for _ in range(3):
-        record = session.get(IdempotencyRecord, (user_id, key))
-        now = utcnow()
-        if record is not None:
-            expired = record.created_at < now - timedelta(seconds=ttl_seconds)
-            abandoned = record.status_code is None and record.created_at < now - STALE_CLAIM
-            if not (expired or abandoned):
-                return _existing(record, fingerprint)
-            session.delete(record)
-            session.flush()
-        session.add(IdempotencyRecord(user_id=user_id, key=key, request_hash=fingerprint))
-        try:
-            session.commit()
-            return None
-        except IntegrityError:
-            session.rollback()
-    raise Conflict("A request with this Idempotency-Key is in progress")
+def claim(session: Session, user_id: str, key: str, fingerprint: str, ttl_seconds: int) -> StoredOutcome | None:
+    """Claim the key for this request in the caller's transaction (None), or return the stored outcome.
+
+    The claim is an insert: when another request claims the same key at the same moment, the caller's commit fails
+    with IntegrityError; the caller then rolls back and claims again, and finds that request's claim."""
+    record = session.get(IdempotencyRecord, (user_id, key))
+    now = utcnow()
+    if record is not None:
+        expired = record.created_at < now - timedelta(seconds=ttl_seconds)
+        abandoned = record.response_body is None and record.created_at < now - STALE_CLAIM
+        if not (expired or abandoned):
+            return _existing(record, fingerprint)
+        session.delete(record)
+        session.flush()
+    session.add(IdempotencyRecord(user_id=user_id, key=key, request_hash=fingerprint))
+    return None
 
 
-def _existing(record: IdempotencyRecord, fingerprint: str) -> StoredResponse:
+def _existing(record: IdempotencyRecord, fingerprint: str) -> StoredOutcome:
     if record.request_hash != fingerprint:
         raise IdempotencyKeyReused("Idempotency-Key was already used with a different request")
-    if record.status_code is None or record.response_body is None:
+    if record.response_body is None:
         raise Conflict("A request with this Idempotency-Key is in progress")
-    return StoredResponse(record.status_code, json.loads(record.response_body))
+    return StoredOutcome(json.loads(record.response_body), record.status_code)
 
 
-def record_response(session: Session, user_id: str, key: str, status_code: int, body: dict[str, Any]) -> None:
-    """Store the response of a claimed key (in the caller's transaction)."""
+def record_outcome(session: Session, user_id: str, key: str, outcome: dict[str, Any]) -> None:
+    """Store the outcome of a claimed key (in the caller's transaction)."""
     record = session.get_one(IdempotencyRecord, (user_id, key))
-    record.status_code = status_code
-    record.response_body = json.dumps(body)
+    record.response_body = json.dumps(outcome)
     session.add(record)
 
 
@@ -80,6 +78,6 @@ def release(session: Session, user_id: str, key: str) -> None:
         delete(IdempotencyRecord).where(
             col(IdempotencyRecord.user_id) == user_id,
             col(IdempotencyRecord.key) == key,
-            col(IdempotencyRecord.status_code).is_(None),
+            col(IdempotencyRecord.response_body).is_(None),
         )
     )

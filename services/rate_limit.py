@@ -7,30 +7,14 @@ logged, so a client that keeps retrying gets in as soon as a slot frees up.
 
 import math
 import time
-from dataclasses import dataclass
 
 from sqlalchemy import delete, func, text
 from sqlmodel import Session, col, select
 
-from core.errors import RateLimited
+from core.errors import RateLimited, RateLimitState
 from db.models import RateLimitHit
 
 _US = 1_000_000
-
-
-@dataclass(frozen=True)
-class RateLimitState:
-    limit: int
-    remaining: int
-    reset_epoch: int  # when the oldest counted request leaves the window, i.e. the next slot frees up
-
-    def headers(self) -> dict[str, str]:
-        """The X-RateLimit-* headers describing this window."""
-        return {
-            "X-RateLimit-Limit": str(self.limit),
-            "X-RateLimit-Remaining": str(self.remaining),
-            "X-RateLimit-Reset": str(self.reset_epoch),
-        }
 
 
 def _lock(session: Session, user_id: str, bucket: str) -> None:
@@ -59,12 +43,8 @@ def hit(
     reset = math.ceil(frees_at_us / _US)
     if count >= limit:
         retry_after = max(1, math.ceil((frees_at_us - now_us) / _US))
-        state = RateLimitState(limit=limit, remaining=0, reset_epoch=reset)
-        raise RateLimited(
-            "Too many enhance requests; try again later",
-            retryAfter=retry_after,
-            headers={"Retry-After": str(retry_after), **state.headers()},
-        )
+        window = RateLimitState(limit=limit, remaining=0, reset_epoch=reset)
+        raise RateLimited("Too many enhance requests; try again later", window, retry_after)
     session.add(RateLimitHit(user_id=user_id, bucket=bucket, at_us=now_us))
     session.flush()
     return RateLimitState(limit=limit, remaining=limit - count - 1, reset_epoch=reset)

@@ -56,7 +56,7 @@ class DecodeSlots:
 
     def __enter__(self) -> None:
         if not self._slots.acquire(timeout=self.wait_seconds):
-            raise ServiceUnavailable("Server busy checking other uploads; retry shortly", headers={"Retry-After": "1"})
+            raise ServiceUnavailable("Server busy checking other uploads; retry shortly", retry_after=1)
 
     def __exit__(self, *_: object) -> None:
         self._slots.release()

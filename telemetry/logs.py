@@ -34,3 +34,6 @@ def configure_logging(log_format: Literal["text", "json"]) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+    # Alembic says at INFO what every start-up and CLI command does anyway (the migration context, each revision
+    # run); `album-enhance db upgrade` prints the revision reached. Its warnings and errors still show.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -8,12 +8,10 @@ from PIL import Image as PILImage
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from api.deps import hash_api_key
-from cli import new_api_key
-from db import ledger
-from db.models import Album, Batch, EnhancementJob, Image, JobStatus, Tier, User, new_id
+from db.models import Album, Batch, EnhancementJob, Image, JobStatus, Tier, new_id
 from db.session import session_scope
-from services.enhance import PlannedBatch, plan_and_charge
+from services.enhance import BatchRequest, PlannedBatch, plan_and_charge
+from services.users import create_user
 from storage.base import Storage, original_key
 
 FIXTURES = Path(__file__).parent / "fixtures" / "photos"
@@ -32,14 +30,9 @@ class UserWithKey:
 
 def make_user(engine: Engine, tokens: int = 100, email: str | None = None) -> UserWithKey:
     """A user with an API key and, if tokens > 0, a grant in the ledger."""
-    api_key = new_api_key()
     email = email or f"user-{new_id()[:10]}@example.com"
     with session_scope(engine) as session:
-        user = User(email=email, api_key_hash=hash_api_key(api_key))
-        session.add(user)
-        session.flush()
-        if tokens:
-            ledger.grant(session, user.id, tokens, "test:grant")
+        user, api_key = create_user(session, email, tokens, "test:grant")
         return UserWithKey(user.id, email, api_key)
 
 
@@ -104,6 +97,11 @@ def make_pending_job(engine: Engine, user: UserWithKey, album_id: str, image_id:
     return _make_job(engine, user, album_id, image_id, tier, JobStatus.PENDING, cost)
 
 
+def make_failed_job(engine: Engine, user: UserWithKey, album_id: str, image_id: str, tier: Tier) -> str:
+    """An enhancement that failed (and was refunded) at a tier."""
+    return _make_job(engine, user, album_id, image_id, tier, JobStatus.FAILED)
+
+
 def _make_job(
     engine: Engine, user: UserWithKey, album_id: str, image_id: str, tier: Tier, status: JobStatus, cost: int = 0
 ) -> str:
@@ -134,14 +132,6 @@ def charge_batch(
     session: Session, user_id: str, album_id: str, tier: Tier = Tier.TIER_1K, execution_mode: str = "direct"
 ) -> PlannedBatch:
     """Charge a batch of the album's images as the enhance route does (in the caller's transaction)."""
-    planned = plan_and_charge(
-        session,
-        user_id=user_id,
-        album_id=album_id,
-        tier=tier,
-        skip_already_enhanced=True,
-        max_batch_size=20,
-        execution_mode=execution_mode,
-    )
+    planned = plan_and_charge(session, BatchRequest(user_id, album_id, tier, True), 20, execution_mode)
     assert planned.batch is not None, "nothing to charge: the album has no image left to enhance"
     return planned

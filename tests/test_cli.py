@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from cli import check_email, create_user, grant_tokens, main, refuse_busy_ports
+from core.config import get_settings
+from db import migrate
 from storage.local import LocalStorage
 from tests.conftest import engine_for, make_settings
 from tests.factories import make_user
@@ -76,3 +78,23 @@ def test_grant_to_an_unknown_user_names_the_database(primary_db_url: str, tmp_pa
     settings = make_settings(primary_db_url, LocalStorage(tmp_path / "s"))
     with pytest.raises(SystemExit, match="no user with email nobody@example.com in "):
         grant_tokens(settings, "nobody@example.com", 1)
+
+
+def test_the_cli_says_only_what_it_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Creating the database runs the migrations; Alembic's INFO lines about them are not printed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'app.db'}")
+    get_settings.cache_clear()
+    try:
+        main(["users", "create", "carol@example.com", "--tokens", "3"])
+        main(["db", "upgrade"])
+    finally:
+        get_settings.cache_clear()
+    out, err = capsys.readouterr()
+    assert err == f"database: {tmp_path / 'app.db'} (new)\n"
+    assert (
+        out.splitlines()[0].startswith("ae_")
+        and out.splitlines()[1] == f"database at revision {migrate.head_revision()}; storage marked"
+    )

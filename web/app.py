@@ -4,7 +4,7 @@ import json
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
@@ -25,7 +25,8 @@ CONTENT_SECURITY_POLICY = (
 
 
 def page(settings: Settings) -> str:
-    """The single page, with the limits it must know (costs, batch size) filled in from the settings."""
+    """The single page, with the limits it shows (each tier's cost, the batch size, the upload size) filled in
+    from the settings; what an enhance would do, the page asks the server (the quote)."""
     limits = {
         "maxBatchSize": settings.max_batch_size,
         "tierCosts": {tier.value: spec.cost for tier, spec in TIERS.items()},
@@ -35,15 +36,15 @@ def page(settings: Settings) -> str:
     return html.replace("{{LIMITS}}", json.dumps(limits).replace('"', "&quot;"))
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, settings: Settings) -> None:
     """Add the web app's routes to the application."""
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.mount("/vendor/swagger-ui", StaticFiles(directory=SWAGGER_DIR), name="swagger-ui")
 
     @app.get("/", include_in_schema=False)
-    def index(request: Request) -> HTMLResponse:
+    def index() -> HTMLResponse:
         return HTMLResponse(
-            page(request.app.state.settings),
+            page(settings),
             headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"},
         )
 

@@ -16,7 +16,6 @@ with workflow.unsafe.imports_passed_through():
         BatchEnhanceInput,
         BatchProgress,
         BatchResult,
-        CloseJobInput,
         CloseJobResult,
         FinishBatchInput,
         JobStep,
@@ -46,6 +45,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 BATCH_STATUS = SearchAttributeKey.for_keyword(SearchAttribute.BATCH_STATUS)
+# The version of the workflow that shows a pause or resume while an image is in progress (workflow.patched).
+SHOW_COMMANDS_AT_ONCE = "show-commands-at-once"
 
 # Bookkeeping activities touch only the database: retry them until they succeed.
 BOOKKEEPING_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
@@ -111,7 +112,7 @@ class BatchEnhanceWorkflow:
         except ActivityError as err:
             if is_cancelled_exception(err):
                 return Interrupted()
-            return Failed(_failure_reason(err))
+            return Failed.because(err.cause if err.cause is not None else err)
         except asyncio.CancelledError:
             return Interrupted()  # cancelled before the activity was even scheduled
         finally:
@@ -119,13 +120,14 @@ class BatchEnhanceWorkflow:
         return Enhanced(JobStatus(outcome.status))
 
     async def close(self, step: Close) -> CloseJobResult:
-        return await workflow.execute_activity(
+        closed: CloseJobResult = await workflow.execute_activity(
             Activity.CLOSE_JOB,
-            CloseJobInput(job_id=step.job_id, status=step.status, reason=step.reason),
+            step,
             result_type=CloseJobResult,
             start_to_close_timeout=BOOKKEEPING_TIMEOUT,
             retry_policy=BOOKKEEPING_RETRY,
         )
+        return closed
 
     async def show_status(self, status: BatchStatus) -> None:
         await workflow.execute_activity(
@@ -138,6 +140,12 @@ class BatchEnhanceWorkflow:
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         await workflow.wait_condition(condition)
+
+    async def wait_for_command(self, condition: Callable[[], bool]) -> None:
+        await workflow.wait_condition(condition)
+        if not workflow.patched(SHOW_COMMANDS_AT_ONCE):
+            # Replaying a history made before commands were shown during an image: it showed them after.
+            await workflow.wait_condition(lambda: False)
 
     async def finish(self, status: BatchStatus) -> None:
         await workflow.execute_activity(
@@ -188,9 +196,3 @@ class BatchEnhanceWorkflow:
         self._policy.request_cancel()
         if self._enhancing is not None:
             self._enhancing.cancel()
-
-
-def _failure_reason(err: ActivityError) -> str:
-    cause = err.cause
-    message = str(cause) if cause is not None else str(err)
-    return f"Enhancement failed: {message}"[:1000]

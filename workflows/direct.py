@@ -1,5 +1,8 @@
 """The in-process driver of batches (direct mode): BatchPolicy's steps run on this process's threads, with the
-retries Temporal would apply, and commands (pause, resume, cancel) arriving in-process or through the batch row."""
+retries Temporal would apply, and commands (pause, resume, cancel) arriving in-process or through the batch row.
+
+Its side effects are the activities themselves, received as core.contracts.InProcessActivities (wired in
+api/main.py): this module imports nothing of activities/ or db/."""
 
 import asyncio
 import functools
@@ -9,23 +12,21 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import TypeVar
 
-from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 
-from activities.batch import BatchActivities, DirectJobControl, JobInterrupted
 from core.contracts import (
     BatchEnhanceInput,
     BatchResult,
-    CloseJobInput,
     CloseJobResult,
     FinishBatchInput,
+    InProcessActivities,
+    JobInterrupted,
     ProcessJobInput,
     ProcessJobResult,
     RetrySettings,
     SetBatchStatusInput,
 )
 from core.vocabulary import BatchStatus, JobStatus
-from db.models import Batch
 from workflows.policy import BatchPolicy, Close, Enhanced, Failed, Interrupted, JobRef, Outcome, run_batch
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ class DirectBatch:
     """One batch run in this process; implements the policy's BatchDriver."""
 
     def __init__(
-        self, inp: BatchEnhanceInput, activities: BatchActivities, executor: Executor, poll_interval: float
+        self, inp: BatchEnhanceInput, activities: InProcessActivities, executor: Executor, poll_interval: float
     ) -> None:
         self.inp = inp
         self.activities = activities
@@ -92,30 +93,32 @@ class DirectBatch:
         def on_step(step: str) -> None:  # called on the image's thread
             loop.call_soon_threadsafe(self.job_step, job.job_id, step)
 
-        control = DirectJobControl(self._job_cancelled, self.activities.progress_interval, on_step)
         attempt = 1
         while True:
             try:
                 result: ProcessJobResult = await self._on_image_thread(
-                    self.activities.enhance_job, ProcessJobInput(job.job_id), control, self.inp.batch_id
+                    self.activities.enhance_in_process,
+                    ProcessJobInput(job.job_id),
+                    self.inp.batch_id,
+                    self._job_cancelled,
+                    on_step,
                 )
                 return Enhanced(JobStatus(result.status))
             except JobInterrupted:
                 return Interrupted()
             except ApplicationError as err:
                 if err.non_retryable or attempt >= retry.max_attempts:
-                    return Failed(f"Enhancement failed: {err}"[:1000])
+                    return Failed.because(err)
             except Exception as err:
                 if attempt >= retry.max_attempts:
-                    return Failed(f"Enhancement failed: {err}"[:1000])
+                    return Failed.because(err)
                 log.warning("job %s failed (attempt %s), retrying", job.job_id, attempt, exc_info=True)
             if await self._cancelled_within(retry_delay(retry, attempt)):
                 return Interrupted()
             attempt += 1
 
     async def close(self, step: Close) -> CloseJobResult:
-        closing = CloseJobInput(step.job_id, step.status, step.reason)
-        return await self._until_done(self.activities.close_job, closing)
+        return await self._until_done(self.activities.close_job, step)
 
     async def show_status(self, status: BatchStatus) -> None:
         await self._until_done(self.activities.set_batch_status, SetBatchStatusInput(self.inp.batch_id, status))
@@ -124,6 +127,9 @@ class DirectBatch:
         while not condition():
             self._changed.clear()
             await self._changed.wait()
+
+    async def wait_for_command(self, condition: Callable[[], bool]) -> None:
+        await self.wait_until(condition)
 
     async def finish(self, status: BatchStatus) -> None:
         await self._until_done(self.activities.finish_batch, FinishBatchInput(self.inp.batch_id, status))
@@ -154,24 +160,18 @@ class DirectBatch:
             return False
         return True
 
-    def _read_row(self) -> tuple[BatchStatus, bool] | None:
-        with Session(self.activities.engine) as session:
-            batch = session.get(Batch, self.inp.batch_id)
-            return None if batch is None else (batch.status, batch.cancel_requested)
-
     async def _apply_row(self) -> None:
         """Commands sent to another API process reach this one through the batch row."""
         commands_before = self._commands
-        row = await asyncio.to_thread(self._read_row)
+        row = await asyncio.to_thread(self.activities.batch_commands, self.inp.batch_id)
         if row is None or self._commands != commands_before:
             # Read before an in-process command committed its row change: it would undo that command.
             return
-        status, cancel_requested = row
-        if cancel_requested and not self.policy.cancel_requested:
+        if row.cancel_requested and not self.policy.cancel_requested:
             self.cancel()
-        elif status == BatchStatus.PAUSED and not self.policy.paused:
+        elif row.status == BatchStatus.PAUSED and not self.policy.paused:
             self.pause()
-        elif status == BatchStatus.RUNNING and self.policy.paused:
+        elif row.status == BatchStatus.RUNNING and self.policy.paused:
             self.resume()
 
     async def _watch_row(self) -> None:
@@ -191,7 +191,7 @@ def retry_delay(retry: RetrySettings, attempt: int) -> float:
 class DirectLauncher:
     """Runs batches in this process as background tasks."""
 
-    def __init__(self, activities: BatchActivities, executor: Executor, poll_interval: float = 0.5) -> None:
+    def __init__(self, activities: InProcessActivities, executor: Executor, poll_interval: float = 0.5) -> None:
         self.activities = activities
         self.executor = executor
         self.poll_interval = poll_interval

@@ -6,14 +6,15 @@ very same rules: each implements `BatchDriver` (the platform's side effects) and
 Tests drive it with a scripted driver in milliseconds.
 """
 
+import asyncio
 import dataclasses
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from core.contracts import BatchEnhanceInput, BatchProgress, BatchResult, CloseJobResult
-from core.vocabulary import BatchStatus, JobStatus
+from core.contracts import BatchEnhanceInput, BatchProgress, BatchResult, CloseJobInput, CloseJobResult
+from core.vocabulary import MAX_ERROR_MESSAGE, BatchStatus, JobStatus
 
 CANCEL_REASON = "Batch cancelled"
 
@@ -41,6 +42,11 @@ class Failed:
 
     reason: str
 
+    @classmethod
+    def because(cls, error: object) -> "Failed":
+        """The failure as its job's row and its owner see it: the error's message, cut to what the row keeps."""
+        return cls(f"Enhancement failed: {error}"[:MAX_ERROR_MESSAGE])
+
 
 @dataclass(frozen=True)
 class Interrupted:
@@ -56,13 +62,9 @@ class Process:
     job: JobRef
 
 
-@dataclass(frozen=True)
-class Close:
-    """Close an unfinished job as FAILED or CANCELLED and refund it (a no-op on a job that completed)."""
-
-    job_id: str
-    status: JobStatus
-    reason: str
+# Close an unfinished job as FAILED or CANCELLED and refund it (a no-op on a job that completed): the step is the
+# close activity's input itself, so both drivers hand it on as it is.
+Close = CloseJobInput
 
 
 @dataclass(frozen=True)
@@ -134,6 +136,13 @@ class BatchPolicy:
         if self.progress.current_job_id == job_id:
             self.progress.current_step = step
 
+    def status_to_show(self) -> BatchStatus | None:
+        """RUNNING or PAUSED, when the last pause or resume asks for the status the batch does not show yet."""
+        if self._final is not None or self.cancel_requested or not self._remaining:
+            return None
+        wanted = BatchStatus.PAUSED if self.paused else BatchStatus.RUNNING
+        return wanted if wanted != self._shown else None
+
     def may_continue(self) -> bool:
         """Whether a driver waiting in WaitWhilePaused should ask for the next step."""
         return not self.paused or self.cancel_requested
@@ -153,9 +162,9 @@ class BatchPolicy:
             return Finish(BatchStatus.CANCELLED)
         if not self._remaining:
             return Finish(BatchStatus.COMPLETED)
-        wanted = BatchStatus.PAUSED if self.paused else BatchStatus.RUNNING
-        if self._shown != wanted:
-            return ShowStatus(wanted)
+        to_show = self.status_to_show()
+        if to_show is not None:
+            return ShowStatus(to_show)
         if self.paused:
             return WaitWhilePaused()
         job = self._remaining[0]
@@ -211,6 +220,8 @@ class BatchPolicy:
         if self.cancel_requested:
             return "Cancelling: refunding the images not enhanced"
         done = p.total - p.pending
+        if self._shown == BatchStatus.PAUSED and p.current_image_id is not None:
+            return f"Pausing: finishing image {done + 1} of {p.total} ({p.current_image_id}, job {p.current_job_id})"
         if self._shown == BatchStatus.PAUSED:
             return f"Paused after {done} of {p.total} images"
         if p.current_image_id is not None:
@@ -253,6 +264,11 @@ class BatchDriver(Protocol):
 
     async def wait_until(self, condition: Callable[[], bool]) -> None: ...
 
+    async def wait_for_command(self, condition: Callable[[], bool]) -> None:
+        """Return once `condition` holds, while an image is in progress (a pause or resume came); it is cancelled
+        when the image ends first. A driver that must not show a command before the image ends never returns."""
+        ...
+
     async def finish(self, status: BatchStatus) -> None: ...
 
     def report(self, policy: BatchPolicy) -> None:
@@ -267,7 +283,7 @@ async def run_batch(policy: BatchPolicy, driver: BatchDriver) -> BatchResult:
         driver.report(policy)
         match step:
             case Process(job):
-                policy.enhanced(job, await driver.enhance(job))
+                policy.enhanced(job, await _enhance(policy, driver, job))
             case Close():
                 policy.closed(await driver.close(step))
             case ShowStatus(status):
@@ -281,3 +297,33 @@ async def run_batch(policy: BatchPolicy, driver: BatchDriver) -> BatchResult:
             case Done(result):
                 driver.report(policy)
                 return result
+
+
+async def _enhance(policy: BatchPolicy, driver: BatchDriver, job: JobRef) -> Outcome:
+    """Enhance one image; a pause or resume that comes meanwhile is shown at once (the batch says PAUSED while the
+    image in progress finishes), one status at a time and in the order the commands came. The enhancement starts
+    first and in this task, exactly as without commands, so a batch without them takes the very same steps."""
+    showing: list[asyncio.Future[None]] = []
+
+    async def show_commands() -> None:
+        while True:
+            await driver.wait_for_command(lambda: policy.status_to_show() is not None)
+            status = policy.status_to_show()
+            assert status is not None
+            show = asyncio.ensure_future(_show(policy, driver, status))
+            showing.append(show)
+            await asyncio.shield(show)  # the image ending cancels this loop, never a status being shown
+
+    shower = asyncio.ensure_future(show_commands())
+    try:
+        return await driver.enhance(job)
+    finally:
+        shower.cancel()
+        for show in showing:
+            await show
+
+
+async def _show(policy: BatchPolicy, driver: BatchDriver, status: BatchStatus) -> None:
+    await driver.show_status(status)
+    policy.shown(status)
+    driver.report(policy)

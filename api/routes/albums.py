@@ -19,6 +19,7 @@ from api.deps import (
     SettingsDep,
     StorageDep,
 )
+from api.errors import REPLAYED_HEADERS, error_body, rate_limit_headers, status_of
 from api.schemas import (
     AlbumCreate,
     AlbumDetailOut,
@@ -26,18 +27,22 @@ from api.schemas import (
     AlbumOut,
     AlbumsOut,
     EnhanceJobRef,
+    EnhanceQuoteOut,
     EnhanceRequest,
     EnhanceResponse,
     ErrorOut,
     ImageJobOut,
     ImageOut,
+    RefusalOut,
     UploadOut,
 )
 from core.errors import InvalidRequest
+from core.vocabulary import TIERS
 from db.models import Album, EnhancementJob, Image, Tier
-from services import idempotency
-from services.enhance import PlannedBatch
-from services.enhance_album import EnhanceAlbum
+from db.session import transaction
+from services import enhance, idempotency
+from services.enhance import BatchRequest
+from services.enhance_album import EnhanceAlbum, EnhanceResult
 from services.enhance_album import enhance_album as enhance_album_use_case
 from services.uploads import UploadedFile, UploadLimits, check_uploads, store_uploads
 
@@ -60,8 +65,8 @@ def _image_counts(session: Session, album_ids: list[str]) -> dict[str, int]:
 def create_album(body: AlbumCreate, user: CurrentUser, session: SessionDep) -> AlbumOut:
     """Create an album owned by the caller."""
     album = Album(owner_id=user.id, name=body.name, description=body.description)
-    session.add(album)
-    session.commit()
+    with transaction(session):
+        session.add(album)
     return AlbumOut.model_validate(album)
 
 
@@ -141,9 +146,10 @@ def upload_images(
     received = [UploadedFile(upload.file, upload.filename) for upload in files]
     limits = UploadLimits(settings.max_image_pixels, settings.max_upload_pixels)
     checked = check_uploads(received, limits, decode_slots)
-    images = store_uploads(session, storage, album.id, checked)
+    images: list[Image] = []
     try:
-        session.commit()
+        with transaction(session):
+            images = store_uploads(session, storage, album.id, checked)
     except BaseException:
         for image in images:
             storage.delete(image.original_key)
@@ -161,19 +167,20 @@ def _enhance_body_schema() -> dict[str, Any]:
 ENHANCE_BODY_SCHEMA = _enhance_body_schema()
 
 
-def _enhance_response(planned: PlannedBatch) -> dict[str, Any]:
-    batch_id = planned.batch.id if planned.batch is not None else None
+def _enhance_response(result: EnhanceResult) -> dict[str, Any]:
+    """The contract's 200 body."""
     response = EnhanceResponse(
         success=True,
-        total_images=planned.total_images,
-        skipped=planned.skipped,
-        queued=len(planned.jobs),
-        total_cost=planned.total_cost,
-        new_balance=planned.new_balance,
+        total_images=result.total_images,
+        skipped=result.skipped,
+        queued=len(result.queued),
+        total_cost=result.total_cost,
+        new_balance=result.new_balance,
         jobs=[
-            EnhanceJobRef(image_id=job.image_id, job_id=job.batch_id, enhancement_job_id=job.id) for job in planned.jobs
+            EnhanceJobRef(image_id=queued.image_id, job_id=str(result.batch_id), enhancement_job_id=queued.job_id)
+            for queued in result.queued
         ],
-        batch_id=batch_id,
+        batch_id=result.batch_id,
     )
     return response.model_dump(mode="json", by_alias=True)
 
@@ -192,7 +199,7 @@ async def enhance_album(
     settings: SettingsDep,
     launcher: LauncherDep,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)] = None,
-) -> Any:
+) -> JSONResponse:
     """Charge for and start the enhancement of an album's images (see the API contract)."""
     command = EnhanceAlbum(
         user_id=user.id,
@@ -202,6 +209,41 @@ async def enhance_album(
         image_ids=tuple(body.image_ids) if body.image_ids is not None else None,
         idempotency_key=idempotency.validate_key(idempotency_key) if idempotency_key is not None else None,
     )
-    answer = await enhance_album_use_case(session, settings, launcher.start, _enhance_response, command)
-    headers = {**answer.headers, **({"Idempotent-Replayed": "true"} if answer.replayed else {})}
-    return JSONResponse(answer.body, status_code=answer.status_code, headers=headers)
+    outcome = await enhance_album_use_case(session, settings, launcher.start, command)
+    headers = rate_limit_headers(outcome.rate_limit) if outcome.rate_limit is not None else {}
+    if outcome.replayed:
+        headers |= REPLAYED_HEADERS
+    return JSONResponse(_enhance_response(outcome.result), headers=headers)
+
+
+@router.post(
+    "/{albumId}/enhance/quote",
+    response_model=EnhanceQuoteOut,
+    responses=_errors(400, 401, 403, 404),
+    openapi_extra=ENHANCE_BODY_SCHEMA,
+)
+def quote_enhance(
+    user: CurrentUser, body: EnhanceBody, album: OwnedAlbum, session: SessionDep, settings: SettingsDep
+) -> EnhanceQuoteOut:
+    """What `POST /albums/{albumId}/enhance` with this body would do now, charging nothing: the images it would
+    count, skip and queue, what it would charge, and the error it would answer instead (`refusal`: its status
+    and body), by the very rules of the enhance. Not counted against the rate limit."""
+    image_ids = tuple(body.image_ids) if body.image_ids is not None else None
+    request = BatchRequest(user.id, album.id, Tier(body.tier), body.skip_already_enhanced, image_ids)
+    quote = enhance.quote(session, request, settings.max_batch_size)
+    plan, refusal = quote.plan, quote.refusal
+    queued = plan.to_enhance if plan is not None else []
+    charge = plan.total_cost if plan is not None else 0
+    return EnhanceQuoteOut(
+        tier=body.tier,
+        total_images=plan.total_images if plan is not None else 0,
+        skipped=plan.skipped if plan is not None else 0,
+        queued=len(queued),
+        image_ids=[image.id for image in queued],
+        cost_per_image=TIERS[Tier(body.tier)].cost,
+        total_cost=charge,
+        balance=quote.balance,
+        new_balance=quote.balance - charge if refusal is None else quote.balance,
+        max_batch_size=settings.max_batch_size,
+        refusal=RefusalOut(status=status_of(refusal), **error_body(refusal)) if refusal is not None else None,
+    )

@@ -8,9 +8,8 @@ from fastapi import APIRouter, status
 
 from api.deps import LauncherDep, OwnedBatch, SessionDep
 from api.schemas import BatchCommandOut, BatchOut, ErrorOut, JobOut
-from db.models import JobStatus
 from services import batch_commands
-from services.batches import jobs_of
+from services.batches import count_jobs, jobs_of
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -22,19 +21,19 @@ COMMAND_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for
 def read_batch(batch: OwnedBatch, session: SessionDep) -> BatchOut:
     """A batch's status (CHARGED, RUNNING, PAUSED, COMPLETED, CANCELLED or FAILED) and counts, with its jobs."""
     jobs = jobs_of(session, batch.id)
-    count = {s: sum(1 for job in jobs if job.status == s) for s in JobStatus}
+    counts = count_jobs(jobs)
     return BatchOut(
         batch_id=batch.id,
         album_id=batch.album_id,
         tier=batch.tier,
         status=batch.status,
-        total_images=len(jobs),
-        completed=count[JobStatus.COMPLETED],
-        failed=count[JobStatus.FAILED],
-        cancelled=count[JobStatus.CANCELLED],
-        pending=count[JobStatus.PENDING] + count[JobStatus.PROCESSING],
+        total_images=counts.total,
+        completed=counts.completed,
+        failed=counts.failed,
+        cancelled=counts.cancelled,
+        pending=counts.pending,
         tokens_charged=batch.tokens_charged,
-        tokens_refunded=sum(job.tokens_refunded for job in jobs),
+        tokens_refunded=counts.tokens_refunded,
         created_at=batch.created_at,
         jobs=[JobOut.model_validate(job) for job in jobs],
     )

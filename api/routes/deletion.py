@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response, status
 
 from api.deps import OwnedAlbum, OwnedImage, SessionDep, SettingsDep, StorageDep
 from api.schemas import ErrorOut
+from db.session import transaction
 from services.deletion import Removed, delete_album, delete_image
 from storage.base import Storage
 
@@ -28,8 +29,8 @@ def _remove_files(storage: Storage, removed: Removed) -> None:
 def remove_image(image: OwnedImage, session: SessionDep, storage: StorageDep, settings: SettingsDep) -> Response:
     """Delete an image, its thumbnail and its enhanced results. Its jobs stay in the batch history (`imageId`
     becomes null); nothing is refunded or charged. 409 while a batch that includes it has not ended."""
-    removed = delete_image(session, image, settings.thumbnail_size)
-    session.commit()
+    with transaction(session):
+        removed = delete_image(session, image, settings.thumbnail_size)
     _remove_files(storage, removed)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
@@ -38,7 +39,7 @@ def remove_image(image: OwnedImage, session: SessionDep, storage: StorageDep, se
 def remove_album(album: OwnedAlbum, session: SessionDep, storage: StorageDep, settings: SettingsDep) -> Response:
     """Delete an album with all its images and results. Its batches stay (`albumId` becomes null); nothing is
     refunded or charged. 409 while one of its batches has not ended."""
-    removed = delete_album(session, album, settings.thumbnail_size)
-    session.commit()
+    with transaction(session):
+        removed = delete_album(session, album, settings.thumbnail_size)
     _remove_files(storage, removed)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -11,8 +11,8 @@ from sqlmodel import Session
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.batch import BatchActivities, DirectJobControl, JobInterrupted
-from core.contracts import CloseJobInput, ProcessJobInput
+from activities.batch import BatchActivities, DirectJobControl
+from core.contracts import CloseJobInput, JobInterrupted, ProcessJobInput
 from core.vocabulary import INVALID_IMAGE_ERROR
 from db.models import EnhancementJob, JobStatus, Tier
 from storage.local import LocalStorage

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
+from api.state import app_state
 from core.config import Settings
 from storage.local import LocalStorage
 from tests.conftest import LiveServer, engine_for, make_settings, wait_until
@@ -68,7 +69,7 @@ def test_no_connection_within_the_pool_timeout_is_503(db_url: str, tmp_path: Pat
     user = make_user(engine_for(db_url))
     with LiveServer(settings) as api:
         assert api.http.get("/api/me", headers=user.headers).status_code == 200
-        engine: Engine = api.app.state.engine
+        engine: Engine = app_state(api.app).engine
         with contextlib.ExitStack() as held:
             for _ in range(settings.pool_size):
                 held.enter_context(engine.connect())

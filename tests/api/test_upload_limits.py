@@ -9,6 +9,7 @@ from typing import BinaryIO
 
 import httpx
 
+from api.state import app_state
 from bench.hostile import black_png
 from services.deployment import MARKER_KEY
 from storage.local import LocalStorage
@@ -81,8 +82,8 @@ def test_an_upload_in_progress_does_not_hold_up_other_requests(primary_db_url: s
     user = make_user(engine)
     album = make_album(engine, user)
     held = HeldStorage(tmp_path / "storage")
-    with LiveServer(make_settings(primary_db_url, held)) as api, ThreadPoolExecutor(max_workers=1) as pool:
-        api.app.state.storage = held  # what the route's StorageDep hands out
+    settings = make_settings(primary_db_url, held)
+    with LiveServer(settings, storage=held) as api, ThreadPoolExecutor(max_workers=1) as pool:
         chelsea = (FIXTURES / "chelsea.png").read_bytes()
         pending = pool.submit(upload, api.http, album, user.headers, [chelsea] * 2)
         try:
@@ -105,7 +106,7 @@ def test_uploads_wait_for_a_decode_slot_then_get_503(primary_db_url: str, tmp_pa
     )
     chelsea = (FIXTURES / "chelsea.png").read_bytes()
     with LiveServer(settings) as api:
-        with api.app.state.decode_slots:  # another upload is being decoded
+        with app_state(api.app).decode_slots:  # another upload is being decoded
             busy = upload(api.http, album, user.headers, [chelsea])
         assert busy.status_code == 503
         assert busy.json() == {"error": "Server busy checking other uploads; retry shortly"}

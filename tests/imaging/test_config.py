@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from core.config import Settings
+from core.contracts import RetrySettings
 from imaging import EngineConfig
+from services.batches import RETRY_SETTING_OF, engine_config, retry_settings
 
 
 @pytest.mark.parametrize(
@@ -42,16 +45,23 @@ def test_settings_build_an_engine_config(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("SR_TILE_SIZE", "64")
     monkeypatch.setenv("SR_GPU_ID", "0")
     settings = Settings(_env_file=None)
-    config = EngineConfig(
-        engine=settings.enhance_engine,
-        sr_model=settings.sr_model,
-        sr_min_scale=settings.sr_min_scale,
-        sr_tile_size=settings.sr_tile_size,
-        sr_threads=settings.sr_threads,
-        sr_gpu_id=settings.sr_gpu_id,
-        sr_noise=settings.sr_noise,
-    )
+    config = engine_config(settings)
     assert (config.engine, config.sr_tile_size, config.sr_gpu_id) == ("sr", 64, 0)
+
+
+def test_unset_settings_keep_the_engines_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ENHANCE_ENGINE", "SR_MODEL", "SR_MIN_SCALE", "SR_TILE_SIZE", "SR_THREADS", "SR_GPU_ID", "SR_NOISE"):
+        monkeypatch.delenv(name, raising=False)
+    assert engine_config(Settings(_env_file=None)) == EngineConfig()
+
+
+def test_every_config_field_has_its_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workflow's retry policy comes from the settings, field by field, and a setting reaches its field."""
+    monkeypatch.setenv("ACTIVITY_INITIAL_RETRY_SECONDS", "0.25")
+    monkeypatch.setenv("SR_ACTIVITY_START_TO_CLOSE_SECONDS", "900")
+    retry = retry_settings(Settings(_env_file=None))
+    assert (retry.initial_interval_seconds, retry.sr_start_to_close_seconds) == (0.25, 900)
+    assert set(RETRY_SETTING_OF) == {item.name for item in fields(RetrySettings)}
 
 
 def test_settings_refuse_an_unknown_engine(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -57,6 +57,7 @@ ROUTES = [
     Route("GET", "/api/albums/{albumId}", foreign=(403, NOT_OWNER)),
     Route("POST", "/api/albums/{albumId}/images", foreign=(403, NOT_OWNER), upload=True),
     Route("POST", "/api/albums/{albumId}/enhance", foreign=(403, NOT_OWNER), json={"tier": "TIER_1K"}),
+    Route("POST", "/api/albums/{albumId}/enhance/quote", foreign=(403, NOT_OWNER), json={"tier": "TIER_1K"}),
     Route("GET", "/api/images/{imageId}/original", foreign=(404, "Image not found")),
     Route("GET", "/api/jobs/{jobId}", foreign=(404, "Job not found")),
     Route("GET", "/api/jobs/{jobId}/result", foreign=(404, "Job not found")),

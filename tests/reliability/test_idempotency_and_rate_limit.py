@@ -1,12 +1,14 @@
 """Idempotency-Key and the per-user rate limit of the enhance endpoint, over real HTTP, on both databases."""
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 
-from db.models import LedgerType
+from db.models import IdempotencyRecord, LedgerType
+from db.session import session_scope
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, ledger_entries
@@ -130,3 +132,23 @@ def test_rate_limit_is_shared_between_replicas(db_url: str, tmp_path: Path) -> N
             for api in (first, second, first)
         ]
     assert codes == [200, 200, 429]
+
+
+def test_answers_stored_by_the_previous_version_are_given_again(direct_harness: Harness) -> None:
+    """Records written before outcomes were stored hold the HTTP answer: within their day they replay exactly."""
+    h = direct_harness
+    user, album, _ = make_album_with_images(h.engine, h.storage, 2, tokens=100)
+    first = enhance(h.http, album, user.headers, "key-old", {"tier": "TIER_1K"})
+    failed = enhance(h.http, album, user.headers, "key-old-500", {"tier": "TIER_2K"})
+    assert first.status_code == failed.status_code == 200
+    start_failed = {"error": "Failed to start enhancement workflow. Tokens have been refunded."}
+    with session_scope(h.engine) as session:
+        for key, status, body in (("key-old", 200, first.json()), ("key-old-500", 500, start_failed)):
+            record = session.get_one(IdempotencyRecord, (user.id, key))
+            record.status_code, record.response_body = status, json.dumps(body)
+    again = enhance(h.http, album, user.headers, "key-old", {"tier": "TIER_1K"})
+    assert (again.status_code, again.json(), again.headers["Idempotent-Replayed"]) == (200, first.json(), "true")
+    again = enhance(h.http, album, user.headers, "key-old-500", {"tier": "TIER_2K"})
+    assert (again.status_code, again.json(), again.headers["Idempotent-Replayed"]) == (500, start_failed, "true")
+    assert len(ledger_entries(h.engine, user.id, LedgerType.CONSUME)) == 2
+    wait_for_batches(h, {first.json()["batchId"], failed.json()["batchId"]})

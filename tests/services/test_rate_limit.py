@@ -6,6 +6,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, func, select
 
+from api.errors import error_headers
 from core.errors import RateLimited
 from db.models import RateLimitHit
 from db.session import session_scope
@@ -24,7 +25,7 @@ def attempt(engine: Engine, user_id: str, now: float, limit: int = 3) -> int | N
             rate_limit.hit(session, user_id, "enhance", limit, WINDOW, now=now)
         return None
     except RateLimited as refused:
-        return int(refused.headers["Retry-After"])
+        return int(error_headers(refused)["Retry-After"])
 
 
 def test_at_most_limit_in_any_window_across_a_minute_boundary(db_url: str) -> None:
@@ -72,7 +73,7 @@ def test_headers_describe_the_sliding_window(db_url: str) -> None:
     with pytest.raises(RateLimited) as refused, session_scope(engine) as session:
         rate_limit.hit(session, user.id, "enhance", 2, WINDOW, now=T0 + 30.5)
     assert refused.value.extra == {"retryAfter": 30}
-    assert refused.value.headers == {
+    assert error_headers(refused.value) == {
         "Retry-After": "30",
         "X-RateLimit-Limit": "2",
         "X-RateLimit-Remaining": "0",

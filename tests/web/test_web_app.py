@@ -2,7 +2,9 @@
 and cancelling a running batch from the page."""
 
 import asyncio
+import functools
 import io
+import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +15,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 from temporalio.testing import WorkflowEnvironment
 
+from core.vocabulary import Tier
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, temporal_stack
 from tests.db_helpers import assert_balance_matches_ledger, balance, original_key_of
@@ -43,6 +46,11 @@ def tier(driver: WebDriver, name: str) -> WebElement:
     return driver.find_element("xpath", f"//input[@value='{name}']/..")
 
 
+def quoted(driver: WebDriver) -> None:
+    """Wait until the quote shown is the server's answer for the choices now on the page."""
+    wait_for(driver, lambda d: by_id(d, "enhance-panel").get_attribute("data-quote") == "ready")
+
+
 def tiles(driver: WebDriver) -> list[WebElement]:
     return driver.find_elements("css selector", "#image-grid > li")
 
@@ -71,6 +79,7 @@ def test_an_owner_uploads_enhances_compares_and_downloads(web: Harness, tmp_path
         assert [tile.find_element("css selector", ".name").text for tile in tiles(driver)] == list(PHOTOS)
 
         # The quote before confirming: 3 photos at TIER_1K, 2 tokens each.
+        quoted(driver)
         assert text_of(driver, "quote-count") == "3"
         assert text_of(driver, "quote-cost") == "6 tokens"
         assert text_of(driver, "quote-balance") == "20 tokens"
@@ -78,9 +87,11 @@ def test_an_owner_uploads_enhances_compares_and_downloads(web: Harness, tmp_path
         assert by_id(driver, "enhance-button").text == "Enhance 3 photos · 6 tokens"
         # Why a request would be refused, said before it is sent: 4K would cost 30 tokens.
         tier(driver, "TIER_4K").click()
+        quoted(driver)
         assert text_of(driver, "quote-problem") == "Not enough tokens: this needs 30, you have 20."
         assert not by_id(driver, "enhance-button").is_enabled()
         tier(driver, "TIER_1K").click()
+        quoted(driver)
         assert text_of(driver, "quote-problem") == ""
         screenshot(driver, "web-album.png")
 
@@ -197,9 +208,9 @@ def test_pausing_and_resuming_a_batch_from_the_page(primary_db_url: str, tmp_pat
         assert_balance_matches_ledger(h.engine, user.id)
 
 
-def album_of_photos(h: Harness) -> tuple[UserWithKey, str, list[str]]:
-    """A user with 100 tokens and an album of the three sample photos, uploaded through the API."""
-    user = make_user(h.engine, tokens=100)
+def album_of_photos(h: Harness, tokens: int = 100) -> tuple[UserWithKey, str, list[str]]:
+    """A user with tokens and an album of the three sample photos, uploaded through the API."""
+    user = make_user(h.engine, tokens=tokens)
     album = make_album(h.engine, user, name="Harbour walk")
     photos = [("files", (name, photo_bytes(name))) for name in PHOTOS]
     uploaded = h.http.post(f"/api/albums/{album}/images", headers=user.headers, files=photos)
@@ -211,6 +222,63 @@ def open_album(driver: WebDriver, h: Harness, user: UserWithKey, album: str) -> 
     sign_in(driver, h.api.base_url, user)
     driver.get(f"{h.api.base_url}/#/albums/{album}")
     wait_for(driver, lambda d: len(tiles(d)) == 3 and thumbnails_loaded(d, 3))
+    quoted(driver)
+
+
+def watched_batch_ended(driver: WebDriver, before: str | None) -> str | None:
+    """The id of the batch the page watches, once it is another than `before` and has completed."""
+    script = "const b = state.batch; return b && b.batchId !== arguments[0] && b.status === 'COMPLETED' && b.batchId"
+    return driver.execute_script(script, before) or None
+
+
+def set_checkbox(driver: WebDriver, element: WebElement, checked: bool) -> None:
+    if element.is_selected() != checked:
+        driver.execute_script("arguments[0].click()", element)
+
+
+def test_the_page_quotes_what_the_enhance_then_does(primary_db_url: str, tmp_path: Path) -> None:
+    """Every tier, with and without skipping, for the album and for one selected photo: what the page says before
+    the click (photos, cost, balance after, or why not) is what the enhance then does, or refuses."""
+    storage = LocalStorage(tmp_path / "storage")
+    settings = make_settings(primary_db_url, storage, events_poll_seconds=0.1, max_batch_size=2)
+    with LiveServer(settings) as api:
+        h = Harness(settings, engine_for(primary_db_url), storage, api)
+        user, album, images = album_of_photos(h, tokens=25)
+        seen = set()
+        with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
+            open_album(driver, h, user, album)
+            set_checkbox(driver, tiles(driver)[0].find_element("css selector", ".select"), True)
+            for name, skip, only_selected in itertools.product(Tier, (False, True), (False, True)):
+                tier(driver, name).click()
+                set_checkbox(driver, by_id(driver, "skip-enhanced"), skip)
+                set_checkbox(driver, by_id(driver, "only-selected"), only_selected)
+                quoted(driver)
+                shown = {key: text_of(driver, f"quote-{key}") for key in ("count", "cost", "after", "problem")}
+                before = balance(h.engine, user.id)
+                body: dict[str, object] = {"tier": name, "skipAlreadyEnhanced": skip}
+                if only_selected:
+                    body["imageIds"] = images[:1]
+                if shown["problem"]:
+                    # The page would not send it; sent anyway, the enhance refuses it as the page said.
+                    refusal = by_id(driver, "quote-problem").get_attribute("data-status")
+                    answer = h.http.post(f"/api/albums/{album}/enhance", headers=user.headers, json=body)
+                    if refusal:
+                        assert str(answer.status_code) == refusal, (body, shown, answer.text)
+                    else:
+                        assert answer.status_code == 200 and answer.json()["queued"] == 0, (body, answer.text)
+                    assert balance(h.engine, user.id) == before
+                    seen.add(refusal or "nothing")
+                    continue
+                watched = driver.execute_script("return state.batch && state.batch.batchId")
+                by_id(driver, "enhance-button").click()
+                batch_id = wait_for(driver, functools.partial(watched_batch_ended, before=watched))
+                batch = h.http.get(f"/api/batches/{batch_id}", headers=user.headers).json()
+                charged = (str(batch["totalImages"]), f"{batch['tokensCharged']} tokens")
+                assert charged == (shown["count"], shown["cost"])
+                assert f"{balance(h.engine, user.id)} tokens" == shown["after"]
+                seen.add("queued")
+        assert seen == {"queued", "nothing", "400", "402"}
+        assert_balance_matches_ledger(h.engine, user.id)
 
 
 async def test_cancelling_a_running_batch_from_the_page_refunds_it(

@@ -142,6 +142,14 @@ async def test_pause_resume_and_progress_query_from_the_cli(
         batch_id = body["batchId"]
 
         await temporal_cli(temporal_env, "workflow", "signal", "-w", batch_id, "--name", "pause")
+        # The first image is still held in storage, and the batch already says PAUSED, on its row and to operators.
+        await eventually(lambda: batch_row(h.engine, batch_id).status == BatchStatus.PAUSED)
+        assert not storage.release.is_set()
+        shown = await workflow_handle(h, batch_id).query(BatchEnhanceWorkflow.progress)
+        assert shown.status == "PAUSED" and shown.details.startswith("Pausing: finishing image 1 of 3")
+        assert "Pausing: finishing image 1 of 3" in await temporal_cli(
+            temporal_env, "workflow", "metadata", "-w", batch_id
+        )
         storage.release.set()
 
         async def progress() -> dict:

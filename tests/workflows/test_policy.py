@@ -6,8 +6,10 @@ from collections.abc import Callable
 import pytest
 
 from activities.batch import ProgressThrottle
+from core.config import Settings
 from core.contracts import BatchEnhanceInput, CloseJobResult
 from core.vocabulary import BatchStatus, JobStatus
+from services.batches import retry_settings
 from workflows.policy import (
     BatchPolicy,
     Close,
@@ -61,6 +63,11 @@ class ScriptedDriver:
     async def wait_until(self, condition: Callable[[], bool]) -> None:
         self.log.append("wait")
         self.waiting.set()
+        while not condition():
+            self.wake.clear()
+            await self.wake.wait()
+
+    async def wait_for_command(self, condition: Callable[[], bool]) -> None:
         while not condition():
             self.wake.clear()
             await self.wake.wait()
@@ -140,6 +147,71 @@ async def test_pause_holds_before_the_next_image_and_resume_continues() -> None:
     assert driver.log[3:] == ["show RUNNING", "enhance job-2", "enhance job-3", "finish COMPLETED"]
 
 
+class HeldDriver(ScriptedDriver):
+    """The first image stays in progress until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.in_progress = asyncio.Event()
+        self.release = asyncio.Event()
+        self.shown = asyncio.Event()
+
+    async def enhance(self, job: JobRef) -> Outcome:
+        if job.number == 1:
+            self.in_progress.set()
+            await self.release.wait()
+        return await super().enhance(job)
+
+    async def show_status(self, status: BatchStatus) -> None:
+        await super().show_status(status)
+        self.shown.set()
+
+    async def command(self, command: Callable[[], None]) -> None:
+        """Send a command while the first image is in progress and wait until the driver has shown it."""
+        self.shown.clear()
+        command()
+        self.wake.set()
+        await self.shown.wait()
+
+
+async def held_at_the_first_image() -> tuple[BatchPolicy, HeldDriver, asyncio.Future[tuple[str, int, int, int, int]]]:
+    policy = BatchPolicy("b", JOBS)
+    driver = HeldDriver()
+    batch = asyncio.ensure_future(run(policy, driver))
+    await driver.in_progress.wait()
+    return policy, driver, batch
+
+
+async def test_a_pause_during_an_image_is_shown_at_once() -> None:
+    policy, driver, batch = await held_at_the_first_image()
+    await driver.command(policy.pause)
+    assert policy.snapshot().status == "PAUSED"
+    assert policy.details() == "Pausing: finishing image 1 of 3 (image-1, job job-1)"
+    driver.release.set()
+    await driver.waiting.wait()
+    assert driver.log == ["show PAUSED", "enhance job-1", "wait"]
+    assert policy.details() == "Paused after 1 of 3 images"
+    policy.resume()
+    driver.wake.set()
+    assert await batch == ("COMPLETED", 3, 0, 0, 0)
+
+
+async def test_pause_and_resume_during_an_image_are_shown_in_their_order() -> None:
+    policy, driver, batch = await held_at_the_first_image()
+    await driver.command(policy.pause)
+    await driver.command(policy.resume)
+    driver.release.set()
+    assert await batch == ("COMPLETED", 3, 0, 0, 0)
+    assert driver.log == [
+        "show PAUSED",
+        "show RUNNING",
+        "enhance job-1",
+        "enhance job-2",
+        "enhance job-3",
+        "finish COMPLETED",
+    ]
+
+
 async def test_cancel_while_paused_refunds_the_rest_without_resuming() -> None:
     policy = BatchPolicy("b", JOBS)
     driver = ScriptedDriver({}, on_enhance=lambda job: policy.pause())
@@ -177,7 +249,8 @@ def test_steps_are_decided_once_and_in_order() -> None:
 
 
 def test_progress_counts_and_input_order() -> None:
-    inp = BatchEnhanceInput("b", "album", "user", "TIER_1K", ["j1", "j2"], ["i1", "i2"])
+    retry = retry_settings(Settings(_env_file=None))
+    inp = BatchEnhanceInput("b", "album", "user", "TIER_1K", ["j1", "j2"], ["i1", "i2"], retry)
     policy = BatchPolicy.for_input(inp)
     step = policy.next_step()
     assert step == Process(JobRef("j1", "i1", 1))

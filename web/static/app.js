@@ -9,7 +9,7 @@ const FINAL = new Set(["COMPLETED", "CANCELLED", "FAILED"]);
 const IN_FLIGHT = new Set(["PENDING", "PROCESSING"]);
 const $ = (id) => document.getElementById(id);
 
-const state = { me: null, album: null, selected: new Set(), batch: null, stream: null, blobs: [] };
+const state = { me: null, album: null, selected: new Set(), batch: null, stream: null, blobs: [], quote: null };
 
 class ApiError extends Error {
   constructor(status, body) {
@@ -192,6 +192,7 @@ function leaveAlbum() {
   releaseBlobs();
   state.album = null;
   state.batch = null;
+  state.quote = null;
   state.selected.clear();
   $("progress-panel").hidden = true;
   $("uploads").replaceChildren();
@@ -395,58 +396,95 @@ function uploadOne(albumId, file, row) {
 }
 
 // --- enhance: quote and confirm ----------------------------------------------------------------------------------
+// The server quotes: it applies the very rules of the enhance (skip filter, batch size, cost, balance) to the body
+// the button would send, so the page never re-implements them. Any change of what the quote depends on asks again.
 
 function selectedTier() { return document.querySelector('input[name="tier"]:checked').value; }
 
-function quote() {
-  const album = state.album;
-  const tier = selectedTier();
-  const onlySelected = $("only-selected").checked && state.selected.size > 0;
-  const considered = album.images.filter((image) => !onlySelected || state.selected.has(image.id));
-  const skip = $("skip-enhanced").checked;
-  const covered = (image) => image.enhancementJobs.some((job) => job.tier === tier && (job.status === "COMPLETED" || IN_FLIGHT.has(job.status)));
-  const images = considered.filter((image) => !skip || !covered(image));
-  const cost = images.length * LIMITS.tierCosts[tier];
-  const balance = state.me ? state.me.tokenBalance : 0;
-  let problem = "";
-  if (album.images.length === 0) problem = "Upload photos first.";
-  else if (images.length === 0) problem = "Nothing to enhance: every photo is already enhanced (or in progress) at this tier.";
-  else if (images.length > LIMITS.maxBatchSize) problem = `Too many photos for one batch: ${images.length}, at most ${LIMITS.maxBatchSize}. Select some and tick “Only the selected images”.`;
-  else if (cost > balance) problem = `Not enough tokens: this needs ${cost}, you have ${balance}.`;
-  return { tier, images, cost, balance, problem, onlySelected };
+function enhanceBody() {
+  const body = { tier: selectedTier(), skipAlreadyEnhanced: $("skip-enhanced").checked };
+  if ($("only-selected").checked && state.selected.size > 0) body.imageIds = [...state.selected];
+  return body;
 }
 
+let quoteTimer;
+let quoteAsked = 0;
 function renderQuote() {
   if (!state.album) return;
   $("selected-count").textContent = state.selected.size;
   $("only-selected").disabled = state.selected.size === 0;
-  const q = quote();
-  $("quote-count").textContent = q.images.length;
-  $("quote-cost").textContent = plural(q.cost, "token");
-  $("quote-balance").textContent = plural(q.balance, "token");
-  $("quote-after").textContent = q.problem ? "—" : plural(q.balance - q.cost, "token");
-  $("quote-problem").textContent = q.problem;
+  $("enhance-panel").dataset.quote = "pending";
+  $("quote").setAttribute("aria-busy", "true");
+  renderEnhanceButton();
+  clearTimeout(quoteTimer);
+  quoteTimer = setTimeout(askQuote, 50); // several changes at once (a batch's events) ask once
+}
+
+async function askQuote() {
+  const album = state.album;
+  if (!album) return;
+  const asked = ++quoteAsked;
+  const body = enhanceBody();
+  try {
+    const quote = await (await api(`/api/albums/${encodeURIComponent(album.id)}/enhance/quote`, { method: "POST", json: body })).json();
+    if (asked !== quoteAsked || state.album !== album) return; // a newer question is under way
+    state.quote = { ...quote, body };
+    $("enhance-panel").dataset.quote = "ready";
+  } catch (error) {
+    if (asked !== quoteAsked) return;
+    state.quote = null;
+    $("enhance-panel").dataset.quote = "failed";
+    failed(error);
+  }
+  $("quote").removeAttribute("aria-busy");
+  showQuote();
+}
+
+// What the server's refusal means to the person choosing (the facts come from the refusal itself).
+function problemOf(quote) {
+  const refusal = quote.refusal;
+  if (!refusal) return quote.queued === 0 ? "Nothing to enhance: every photo is already enhanced (or in progress) at this tier." : "";
+  if (refusal.status === 402) return `Not enough tokens: this needs ${refusal.required}, you have ${refusal.balance}.`;
+  if (refusal.maxBatchSize !== undefined) return `Too many photos for one batch: ${refusal.toEnhance}, at most ${refusal.maxBatchSize}. Select some and tick “Only the selected images”.`;
+  if (refusal.status === 404) return "Upload photos first.";
+  return refusal.error;
+}
+
+function showQuote() {
+  const quote = state.quote;
+  const problem = quote ? problemOf(quote) : "";
+  $("quote-count").textContent = quote ? quote.queued : "—";
+  $("quote-cost").textContent = quote ? plural(quote.totalCost, "token") : "—";
+  $("quote-balance").textContent = quote ? plural(quote.balance, "token") : "—";
+  $("quote-after").textContent = quote && !problem ? plural(quote.newBalance, "token") : "—";
+  $("quote-problem").textContent = problem;
+  $("quote-problem").dataset.status = quote && quote.refusal ? quote.refusal.status : "";
+  renderEnhanceButton();
+}
+
+function renderEnhanceButton() {
+  const quote = $("enhance-panel").dataset.quote === "ready" ? state.quote : null;
+  const problem = quote ? problemOf(quote) : "";
   const busy = Boolean(state.batch && !FINAL.has(state.batch.status));
-  $("enhance-button").disabled = Boolean(q.problem) || busy;
-  $("enhance-button").textContent = q.problem ? "Enhance" : `Enhance ${plural(q.images.length, "photo")} · ${plural(q.cost, "token")}`;
+  $("enhance-button").disabled = !quote || Boolean(problem) || busy;
+  $("enhance-button").textContent = quote && !problem ? `Enhance ${plural(quote.queued, "photo")} · ${plural(quote.totalCost, "token")}` : "Enhance";
 }
 
 for (const input of document.querySelectorAll('input[name="tier"], #skip-enhanced, #only-selected')) input.addEventListener("change", renderQuote);
 for (const small of document.querySelectorAll("small[data-cost]")) small.textContent = `${LIMITS.tierCosts[small.dataset.cost]} / photo`;
+$("batch-limit").textContent = LIMITS.maxBatchSize;
 
 $("enhance-button").addEventListener("click", async () => {
-  const q = quote();
-  if (q.problem) return;
-  const body = { tier: q.tier, skipAlreadyEnhanced: $("skip-enhanced").checked };
-  if (q.onlySelected) body.imageIds = [...state.selected];
+  const quote = $("enhance-panel").dataset.quote === "ready" ? state.quote : null;
+  if (!quote || problemOf(quote)) return;
   $("enhance-button").disabled = true;
   try {
-    const result = await (await api(`/api/albums/${state.album.id}/enhance`, { method: "POST", json: body })).json();
+    const result = await (await api(`/api/albums/${state.album.id}/enhance`, { method: "POST", json: quote.body })).json();
     state.me.tokenBalance = result.newBalance;
     $("balance-value").textContent = result.newBalance;
     if (result.batchId) {
-      say(`Enhancing ${plural(result.queued, "photo")} at ${tierLabel(q.tier)} for ${plural(result.totalCost, "token")}.`);
-      watchBatch(result.batchId, q.tier);
+      say(`Enhancing ${plural(result.queued, "photo")} at ${tierLabel(quote.body.tier)} for ${plural(result.totalCost, "token")}.`);
+      watchBatch(result.batchId, quote.body.tier);
     } else {
       say("Nothing to enhance.");
     }
