@@ -22,7 +22,9 @@ from imaging import EngineConfig
         {"sr_tile_size": 100.5},
         {"sr_threads": 0},
         {"sr_threads": True},
-        {"sr_gpu_id": -2},
+        {"sr_gpu_id": -1},  # the CPU is SR_DEVICE=cpu
+        {"sr_runtime": "tensorrt"},
+        {"sr_device": "tpu"},
         {"sr_noise": 4},
     ],
 )
@@ -34,13 +36,36 @@ def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
 def test_defaults_are_the_measured_ones() -> None:
     config = EngineConfig()
     assert (config.engine, config.sr_model, config.sr_min_scale, config.sr_noise) == ("auto", "upconv_7_photo", 1.5, -1)
-    assert config.sr_gpu_id == -1 and config.sr_threads == 1 and config.sr_tile_size == 128
+    assert config.sr_threads == 1 and config.sr_tile_size == 128
+    assert (config.sr_runtime, config.sr_device, config.sr_gpu_id) == ("ncnn", "cpu", 0)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "device", "error"),
+    [
+        ("ncnn", "cuda", "sr_device must be cpu or vulkan with sr_runtime ncnn"),
+        ("onnxruntime", "vulkan", "sr_device must be cpu or cuda with sr_runtime onnxruntime"),
+    ],
+)
+def test_a_device_its_runtime_cannot_drive_is_refused(runtime: str, device: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        EngineConfig(sr_runtime=runtime, sr_device=device)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "device"), [("ncnn", "cpu"), ("ncnn", "vulkan"), ("onnxruntime", "cpu"), ("onnxruntime", "cuda")]
+)
+def test_every_runtime_and_device_pair_is_accepted(runtime: str, device: str) -> None:
+    config = EngineConfig(sr_runtime=runtime, sr_device=device, sr_gpu_id=1)  # type: ignore[arg-type]
+    assert (config.sr_runtime, config.sr_device) == (runtime, device)
 
 
 def test_settings_build_an_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENHANCE_ENGINE", "sr")
     monkeypatch.setenv("SR_TILE_SIZE", "64")
-    monkeypatch.setenv("SR_GPU_ID", "0")
+    monkeypatch.setenv("SR_GPU_ID", "1")
+    monkeypatch.setenv("SR_RUNTIME", "onnxruntime")
+    monkeypatch.setenv("SR_DEVICE", "cuda")
     settings = Settings(_env_file=None)
     config = EngineConfig(
         engine=settings.enhance_engine,
@@ -48,13 +73,19 @@ def test_settings_build_an_engine_config(monkeypatch: pytest.MonkeyPatch) -> Non
         sr_min_scale=settings.sr_min_scale,
         sr_tile_size=settings.sr_tile_size,
         sr_threads=settings.sr_threads,
+        sr_runtime=settings.sr_runtime,
+        sr_device=settings.sr_device,
         sr_gpu_id=settings.sr_gpu_id,
         sr_noise=settings.sr_noise,
     )
-    assert (config.engine, config.sr_tile_size, config.sr_gpu_id) == ("sr", 64, 0)
+    assert (config.engine, config.sr_tile_size, config.sr_gpu_id) == ("sr", 64, 1)
+    assert (config.sr_runtime, config.sr_device) == ("onnxruntime", "cuda")
 
 
-def test_settings_refuse_an_unknown_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENHANCE_ENGINE", "magic")
+@pytest.mark.parametrize(
+    ("variable", "value"), [("ENHANCE_ENGINE", "magic"), ("SR_RUNTIME", "tvm"), ("SR_DEVICE", "gpu")]
+)
+def test_settings_refuse_an_unknown_choice(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)
