@@ -96,14 +96,17 @@ class Settings(BaseSettings):
 
     # Imaging engine: the caller builds imaging.EngineConfig from these (it validates them). auto runs the
     # super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and the runtime is
-    # installed; classic never does; sr requires it. SR_GPU_ID -1 is the CPU; SR_TILE_SIZE is in source
-    # pixels (memory grows with its square: ~12 KB per pixel of a tile); SR_NOISE -1..3 is the denoise level.
+    # installed; classic never does; sr requires it. SR_TILE_SIZE is in source pixels (memory grows with its
+    # square); SR_NOISE -1..3 is the denoise level. SR_RUNTIME and SR_DEVICE: ncnn on the cpu (the fastest
+    # measured) or vulkan, onnxruntime on the cpu or cuda; SR_GPU_ID picks the GPU of cuda or vulkan.
     enhance_engine: Literal["auto", "classic", "sr"] = "auto"
     sr_model: str = "upconv_7_photo"
     sr_min_scale: float = 1.5
     sr_tile_size: int = 128
     sr_threads: int = 1
-    sr_gpu_id: int = -1
+    sr_runtime: Literal["ncnn", "onnxruntime"] = "ncnn"
+    sr_device: Literal["cpu", "cuda", "vulkan"] = "cpu"
+    sr_gpu_id: int = 0
     sr_noise: int = -1
     # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
     # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
