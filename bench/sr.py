@@ -23,6 +23,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,7 @@ QUALITY_CROP = 384
 PSNR_TOLERANCE_DB = 0.05
 TARGET_FRACTION = 0.7
 SGEMM_SIZE = 2048
+DEFAULT_TILE = EngineConfig().sr_tile_size
 _ONE_THREAD = {name: "1" for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")}
 
 
@@ -60,7 +62,7 @@ class Candidate:
     what: str
     runtime: str = "ncnn"
     threads: int = 1
-    tile: int = 128
+    tile: int = DEFAULT_TILE
     ncnn_options: dict[str, Any] = field(default_factory=dict)
     pinned: bool = False  # the child pins itself to one CPU
     group: str = "runtime"  # runtime, threads, tile or gpu: which table it belongs to
@@ -115,7 +117,7 @@ CANDIDATES = [
     ),
     *(
         Candidate(f"ncnn-tile-{tile}", f"ncnn, SR_TILE_SIZE={tile}", tile=tile, group="tile")
-        for tile in (32, 64, 96, 192, 256)
+        for tile in (32, 96, 128, 192, 256)
     ),
 ]
 QUALITY_CANDIDATES = ("ncnn", "onnxruntime", "opencv", "ncnn-bf16", "onnxruntime-int8", "ncnn-no-winograd")
@@ -369,6 +371,35 @@ def quality(names: list[str], int8_model: Path) -> dict[str, dict[str, float]]:
     return table
 
 
+def lock_stalls() -> dict[str, float]:
+    """Per runtime, the longest another Python thread waited for Python's lock while tiles ran (seconds): a runtime
+    that held the lock for a whole tile would stall heartbeats for the tile's duration."""
+    stalls = {}
+    planes = sr._planes(np.ascontiguousarray(photo_like(160, 160, 3)[:, :, ::-1]))
+    for runtime in ("ncnn", "onnxruntime"):
+        network = load_network(EngineConfig(engine="sr", sr_runtime=runtime))
+        network(planes)
+        gaps: list[float] = []
+        done = threading.Event()
+
+        def tick(done: threading.Event, gaps: list[float]) -> None:
+            while not done.is_set():
+                start = time.perf_counter()
+                time.sleep(0.001)
+                gaps.append(time.perf_counter() - start)
+
+        ticker = threading.Thread(target=tick, args=(done, gaps))
+        ticker.start()
+        tile_start = time.perf_counter()
+        for _ in range(3):
+            network(planes)
+        stalls[f"{runtime}_tile_s"] = (time.perf_counter() - tile_start) / 3
+        done.set()
+        ticker.join()
+        stalls[f"{runtime}_longest_wait_s"] = max(gaps)
+    return stalls
+
+
 # ---------------------------------------------------------------- the run and the report
 
 
@@ -406,6 +437,7 @@ def run(rounds: int, out_dir: Path, names: list[str] | None) -> dict[str, Any]:
             rates.append(_child(["--sgemm"], one_thread_blas=True)["gmac_per_s"])
         quality_names = ["today", *(n for n in QUALITY_CANDIDATES if n in speed)]
         scores = quality(quality_names, int8_model)
+    stalls = lock_stalls()
     rate = max(rates) * 1e9
     bound = macs / rate * 1e6  # CPU-s per output MP at the fp32 rate, no tile overlap
     results: dict[str, Any] = {
@@ -422,6 +454,7 @@ def run(rounds: int, out_dir: Path, names: list[str] | None) -> dict[str, Any]:
         "pipeline": {},
         "quality": scores,
         "cuda": cuda,
+        "lock_stalls": stalls,
     }
     for candidate in chosen:
         runs = speed[candidate.name]
@@ -521,7 +554,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         "figure over its own CPU-s per output MP. Winograd convolutions need fewer multiplies than the network's "
         "nominal MACs, so a fraction above 1 is possible (and is what it means).",
         "",
-        "## Runtimes and options (1 thread, SR_TILE_SIZE=128)",
+        f"## Runtimes and options (1 thread, SR_TILE_SIZE={DEFAULT_TILE}, the default)",
         "",
         f"One 2x pass, {SPEED_SOURCE[0]}×{SPEED_SOURCE[1]} → {2 * SPEED_SOURCE[0]}×{2 * SPEED_SOURCE[1]} "
         f"({4 * SPEED_SOURCE[0] * SPEED_SOURCE[1] / 1e6:.2f} MP), through the engine's tiling; CPU seconds of the "
@@ -568,6 +601,16 @@ def render_markdown(results: dict[str, Any]) -> str:
             speedup = one["wall_s_per_mp"]["median"] / two["wall_s_per_mp"]["median"]
             efficiency = one["cpu_s_per_mp"]["median"] / two["cpu_s_per_mp"]["median"]
             lines.append(f"- {name}: speed-up ×{speedup:.2f}, CPU efficiency {efficiency:.2f}")
+    stalls = results["lock_stalls"]
+    lines += [
+        "",
+        "Python's lock: while a 146-px tile (160² input) ran three times (ncnn "
+        f"{stalls['ncnn_tile_s'] * 1000:.0f} ms, ONNX Runtime {stalls['onnxruntime_tile_s'] * 1000:.0f} ms per tile), "
+        "another thread sleeping 1 ms in a loop waited at most "
+        f"{stalls['ncnn_longest_wait_s'] * 1000:.1f} ms (ncnn) and "
+        f"{stalls['onnxruntime_longest_wait_s'] * 1000:.1f} ms (ONNX Runtime): "
+        "both release it while a tile runs (the wheel's own module held it for the whole tile).",
+    ]
     lines += ["", "## GPU (CUDA)", ""]
     if results["cuda"]:
         lines += _candidate_table(results, "gpu")
@@ -610,7 +653,8 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             f"Kept: **{KEPT}** (SR_RUNTIME=ncnn, the default): {kept['cpu_s_per_mp']['median']:.2f} CPU-s per output "
             f"MP (median), **{fraction:.2f} of the fp32 bound** (target ≥ {TARGET_FRACTION}: {verdict}), today's "
-            f"runtime {results['candidates']['today']['cpu_s_per_mp']['median']:.2f}"
+            f"runtime {results['candidates']['today']['cpu_s_per_mp']['median']:.2f} CPU-s per output MP "
+            f"({results['candidates']['today']['fraction_of_bound']['median']:.2f} of the bound)."
             if "today" in results["candidates"]
             else f"Kept: **{KEPT}**: {fraction:.2f} of the fp32 bound ({verdict}).",
         ]

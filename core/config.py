@@ -102,7 +102,7 @@ class Settings(BaseSettings):
     enhance_engine: Literal["auto", "classic", "sr"] = "auto"
     sr_model: str = "upconv_7_photo"
     sr_min_scale: float = 1.5
-    sr_tile_size: int = 128
+    sr_tile_size: int = 64
     sr_threads: int = 1
     sr_runtime: Literal["ncnn", "onnxruntime"] = "ncnn"
     sr_device: Literal["cpu", "cuda", "vulkan"] = "cpu"

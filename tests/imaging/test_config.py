@@ -36,7 +36,7 @@ def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
 def test_defaults_are_the_measured_ones() -> None:
     config = EngineConfig()
     assert (config.engine, config.sr_model, config.sr_min_scale, config.sr_noise) == ("auto", "upconv_7_photo", 1.5, -1)
-    assert config.sr_threads == 1 and config.sr_tile_size == 128
+    assert config.sr_threads == 1 and config.sr_tile_size == 64
     assert (config.sr_runtime, config.sr_device, config.sr_gpu_id) == ("ncnn", "cpu", 0)
 
 
