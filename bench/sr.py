@@ -275,6 +275,22 @@ def child_speed(name: str, int8_model: Path | None) -> dict[str, float]:
     }
 
 
+def child_pool() -> dict[str, float]:
+    """What the default network keeps as it meets tiles of many sizes (edge tiles of many images): RSS over what the
+    process had before loading it, after every 10 of 60 tiles, full-size and random edge sizes alternating."""
+    config = EngineConfig(engine="sr")
+    rng = np.random.default_rng(11)
+    before = _status_mb("VmRSS")
+    network = load_network(config)
+    held = {}
+    for index in range(60):
+        rows, cols = (config.sr_tile_size,) * 2 if index % 2 else tuple(rng.integers(1, config.sr_tile_size + 1, 2))
+        network(np.zeros((3, int(rows) + 2 * config.sr_context, int(cols) + 2 * config.sr_context), np.float32))
+        if index % 10 == 9:
+            held[f"after_{index + 1}_tiles_mb"] = _status_mb("VmRSS") - before
+    return held
+
+
 def child_sgemm() -> dict[str, float]:
     """The best single-thread fp32 multiply-accumulate rate over a few 2048² products (BLAS pinned to 1 thread)."""
     rng = np.random.default_rng(0)
@@ -438,6 +454,7 @@ def run(rounds: int, out_dir: Path, names: list[str] | None) -> dict[str, Any]:
         quality_names = ["today", *(n for n in QUALITY_CANDIDATES if n in speed)]
         scores = quality(quality_names, int8_model)
     stalls = lock_stalls()
+    pool = _child(["--pool"])
     rate = max(rates) * 1e9
     bound = macs / rate * 1e6  # CPU-s per output MP at the fp32 rate, no tile overlap
     results: dict[str, Any] = {
@@ -455,6 +472,7 @@ def run(rounds: int, out_dir: Path, names: list[str] | None) -> dict[str, Any]:
         "quality": scores,
         "cuda": cuda,
         "lock_stalls": stalls,
+        "pool_growth_mb": pool,
     }
     for candidate in chosen:
         runs = speed[candidate.name]
@@ -628,6 +646,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         "the pass over what the process had before loading the network: the weights and the runtime's pool of "
         "one tile's activations, which a process keeps between images (the engine caches one network per process).",
         "",
+        f"Does the pool grow with images? The default network (SR_TILE_SIZE={DEFAULT_TILE}) fed 60 tiles, full-size "
+        "and random edge sizes alternating, held (MB over the process before loading it) after every 10: "
+        + ", ".join(f"{mb:.0f}" for mb in results["pool_growth_mb"].values())
+        + ".",
+        "",
         "## The whole engine (decode to JPEG), default settings",
         "",
         f"enhance_image on a {PIPELINE_SOURCE[0]}×{PIPELINE_SOURCE[1]} JPEG, fresh process each; network MP counts "
@@ -685,11 +708,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--speed", help=argparse.SUPPRESS)
     parser.add_argument("--int8-model", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--sgemm", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--pool", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--pipeline", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cpu", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.speed:
         print(json.dumps(child_speed(args.speed, args.int8_model)))
+    elif args.pool:
+        print(json.dumps(child_pool()))
     elif args.sgemm:
         print(json.dumps(child_sgemm()))
     elif args.pipeline:

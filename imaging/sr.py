@@ -10,6 +10,7 @@ on the configured runtime and device (imaging.sr_runtimes); a process keeps the 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import lru_cache
 
 import cv2
@@ -49,15 +50,9 @@ def _network_for(config: EngineConfig) -> Network:
 
 
 def _network_key(config: EngineConfig) -> EngineConfig:
-    # Only what shapes the network: two configurations that differ in tile size or threshold share one.
-    return EngineConfig(
-        engine="sr",
-        sr_model=config.sr_model,
-        sr_threads=config.sr_threads,
-        sr_runtime=config.sr_runtime,
-        sr_device=config.sr_device,
-        sr_gpu_id=config.sr_gpu_id,
-        sr_noise=config.sr_noise,
+    # Only what shapes the network: configurations that differ in engine, tile size or threshold share one.
+    return replace(
+        config, engine="sr", sr_tile_size=DEFAULT_CONFIG.sr_tile_size, sr_min_scale=DEFAULT_CONFIG.sr_min_scale
     )
 
 

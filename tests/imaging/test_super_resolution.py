@@ -11,6 +11,7 @@ import gc
 import importlib.util
 import os
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -280,3 +281,15 @@ def test_a_cuda_device_runs_the_same_network() -> None:
     on_cpu = sr.upscale(pixels.copy(), 1, replace(config, sr_device="cpu"), lambda: None).astype(int)
     on_gpu = sr.upscale(pixels.copy(), 1, config, lambda: None)
     assert np.abs(on_cpu - on_gpu).max() <= 1  # fp32 on both (no TF32)
+
+
+@pytest.mark.parametrize("runtime", ["ncnn", "onnxruntime"])
+def test_threads_share_the_process_network_and_get_their_own_pixels(runtime: SrRuntime) -> None:
+    # SR_WORKERS images may run on threads of one process: they share its one network.
+    config = EngineConfig(engine="sr", sr_tile_size=32, sr_runtime=runtime)
+    images = [np.ascontiguousarray(_photo_crop(64 + 8 * k)[:, :, ::-1]) for k in range(4)]
+    alone = [sr.upscale(image.copy(), 1, config, lambda: None) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda image: sr.upscale(image.copy(), 1, config, lambda: None), images))
+    for one, other in zip(alone, together, strict=True):
+        assert np.array_equal(one, other)
