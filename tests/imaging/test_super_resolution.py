@@ -270,7 +270,7 @@ def test_a_vulkan_device_runs_the_same_network() -> None:
 
 
 def test_a_cuda_device_runs_the_same_network() -> None:
-    # Runs where onnxruntime-gpu and an NVIDIA GPU are installed (requirements-sr-gpu.txt); not on the CPU-only CI.
+    # Runs where onnxruntime-gpu and an NVIDIA GPU are installed (the sr-gpu extra); not on the CPU-only CI.
     import onnxruntime
 
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
