@@ -654,7 +654,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "## The whole engine (decode to JPEG), default settings",
         "",
         f"enhance_image on a {PIPELINE_SOURCE[0]}×{PIPELINE_SOURCE[1]} JPEG, fresh process each; network MP counts "
-        "the output of every 2x pass (the issue measured 8.1 and 10.75 CPU-s per output MP here before).",
+        "the output of every 2x pass. Today's runtime cannot run through enhance_image any more: compare runtimes in "
+        "the side-by-side table above.",
         "",
         "| tier | CPU s min / median / max | CPU-s per output MP | CPU-s per network MP | fraction of bound | "
         "wall s (median) | peak RSS MB |",
