@@ -56,6 +56,8 @@ def load_network(config: EngineConfig) -> Network:
         return _NcnnNetwork(files, config)
     except ModelFilesError as exc:
         raise SuperResolutionUnavailableError(f"Cannot load the super-resolution model: {exc}") from exc
+    except (ImportError, OSError) as exc:  # installed, but its native library does not load here
+        raise SuperResolutionUnavailableError(f"The {config.sr_runtime} runtime does not load: {exc}") from exc
 
 
 def even_input(config: EngineConfig) -> bool:
