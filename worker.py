@@ -17,7 +17,7 @@ from activities.batch import BatchActivities
 from core.config import Settings, get_settings
 from core.errors import StartupRefused
 from db.session import PoolSettings, check_schema, make_engine
-from services.batches import engine_config
+from services.batches import engine_config, verify_super_resolution
 from services.deployment import verify_storage
 from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
@@ -121,6 +121,7 @@ async def run_worker(settings: Settings) -> None:
     check_schema(engine)
     storage = storage_from(settings)
     verify_storage(engine, storage)
+    verify_super_resolution(settings)
     runtime: Runtime | None = None
     sdk_metrics: TemporalSdkMetrics | None = None
     if settings.worker_metrics_port is not None:

@@ -21,7 +21,7 @@ from api.routes import albums, batch_events, batches, deletion, downloads, image
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
-from services.batches import engine_config
+from services.batches import engine_config, verify_super_resolution
 from services.deployment import claim_storage_if_reachable
 from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
@@ -107,6 +107,8 @@ def create_app(
         check_schema(engine)
         store = storage if storage is not None else storage_from(settings)
         claim_storage_if_reachable(engine, store)
+        if settings.execution_mode == "direct":  # this process enhances: its SR settings must run here
+            verify_super_resolution(settings)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
         activities = BatchActivities(
             engine,

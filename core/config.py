@@ -97,15 +97,18 @@ class Settings(BaseSettings):
         return self
 
     # Imaging engine: services.batches.engine_config derives imaging.EngineConfig from these, field by field (it
-    # validates them); unset, a knob keeps the engine's own default (auto, upconv_7_photo, 1.5, 128, 1, -1, -1).
-    # auto runs the super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and the
-    # runtime is installed; classic never does; sr requires it. SR_GPU_ID -1 is the CPU; SR_TILE_SIZE is in
-    # source pixels (memory grows with its square: ~12 KB per pixel of a tile); SR_NOISE -1..3 is the denoise level.
+    # validates them); unset, a knob keeps the engine's own default (auto, upconv_7_photo, 1.5, 64, 1, ncnn, cpu,
+    # 0, -1). auto runs the super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and
+    # the runtime is installed; classic never does; sr requires it. SR_TILE_SIZE is in source pixels (memory grows
+    # with its square); SR_NOISE -1..3 is the denoise level. SR_RUNTIME and SR_DEVICE: ncnn on the cpu (the fastest
+    # measured) or vulkan, onnxruntime on the cpu or cuda; SR_GPU_ID picks the GPU of cuda or vulkan.
     enhance_engine: Literal["auto", "classic", "sr"] | None = None
     sr_model: str | None = None
     sr_min_scale: float | None = None
     sr_tile_size: int | None = None
     sr_threads: int | None = None
+    sr_runtime: Literal["ncnn", "onnxruntime"] | None = None
+    sr_device: Literal["cpu", "cuda", "vulkan"] | None = None
     sr_gpu_id: int | None = None
     sr_noise: int | None = None
     # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;

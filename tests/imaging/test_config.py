@@ -25,7 +25,9 @@ from services.batches import RETRY_SETTING_OF, engine_config, retry_settings
         {"sr_tile_size": 100.5},
         {"sr_threads": 0},
         {"sr_threads": True},
-        {"sr_gpu_id": -2},
+        {"sr_gpu_id": -1},  # the CPU is SR_DEVICE=cpu
+        {"sr_runtime": "tensorrt"},
+        {"sr_device": "tpu"},
         {"sr_noise": 4},
     ],
 )
@@ -37,21 +39,45 @@ def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
 def test_defaults_are_the_measured_ones() -> None:
     config = EngineConfig()
     assert (config.engine, config.sr_model, config.sr_min_scale, config.sr_noise) == ("auto", "upconv_7_photo", 1.5, -1)
-    assert config.sr_gpu_id == -1 and config.sr_threads == 1 and config.sr_tile_size == 128
+    assert config.sr_threads == 1 and config.sr_tile_size == 64
+    assert (config.sr_runtime, config.sr_device, config.sr_gpu_id) == ("ncnn", "cpu", 0)
+
+
+@pytest.mark.parametrize(
+    ("runtime", "device", "error"),
+    [
+        ("ncnn", "cuda", "sr_device must be cpu or vulkan with sr_runtime ncnn"),
+        ("onnxruntime", "vulkan", "sr_device must be cpu or cuda with sr_runtime onnxruntime"),
+    ],
+)
+def test_a_device_its_runtime_cannot_drive_is_refused(runtime: str, device: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        EngineConfig(sr_runtime=runtime, sr_device=device)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("runtime", "device"), [("ncnn", "cpu"), ("ncnn", "vulkan"), ("onnxruntime", "cpu"), ("onnxruntime", "cuda")]
+)
+def test_every_runtime_and_device_pair_is_accepted(runtime: str, device: str) -> None:
+    config = EngineConfig(sr_runtime=runtime, sr_device=device, sr_gpu_id=1)  # type: ignore[arg-type]
+    assert (config.sr_runtime, config.sr_device) == (runtime, device)
 
 
 def test_settings_build_an_engine_config(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENHANCE_ENGINE", "sr")
     monkeypatch.setenv("SR_TILE_SIZE", "64")
-    monkeypatch.setenv("SR_GPU_ID", "0")
+    monkeypatch.setenv("SR_GPU_ID", "1")
+    monkeypatch.setenv("SR_RUNTIME", "onnxruntime")
+    monkeypatch.setenv("SR_DEVICE", "cuda")
     settings = Settings(_env_file=None)
     config = engine_config(settings)
-    assert (config.engine, config.sr_tile_size, config.sr_gpu_id) == ("sr", 64, 0)
+    assert (config.engine, config.sr_tile_size, config.sr_gpu_id) == ("sr", 64, 1)
+    assert (config.sr_runtime, config.sr_device) == ("onnxruntime", "cuda")
 
 
 def test_unset_settings_keep_the_engines_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("ENHANCE_ENGINE", "SR_MODEL", "SR_MIN_SCALE", "SR_TILE_SIZE", "SR_THREADS", "SR_GPU_ID", "SR_NOISE"):
-        monkeypatch.delenv(name, raising=False)
+    for item in fields(EngineConfig):
+        monkeypatch.delenv("ENHANCE_ENGINE" if item.name == "engine" else item.name.upper(), raising=False)
     assert engine_config(Settings(_env_file=None)) == EngineConfig()
 
 
@@ -64,7 +90,10 @@ def test_every_config_field_has_its_setting(monkeypatch: pytest.MonkeyPatch) -> 
     assert set(RETRY_SETTING_OF) == {item.name for item in fields(RetrySettings)}
 
 
-def test_settings_refuse_an_unknown_engine(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ENHANCE_ENGINE", "magic")
+@pytest.mark.parametrize(
+    ("variable", "value"), [("ENHANCE_ENGINE", "magic"), ("SR_RUNTIME", "tvm"), ("SR_DEVICE", "gpu")]
+)
+def test_settings_refuse_an_unknown_choice(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError):
         Settings(_env_file=None)

