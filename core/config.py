@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     sr_threads: int = 1
     sr_gpu_id: int = -1
     sr_noise: int = -1
+    sr_noise_auto: bool = True  # raise the denoise level per image for compressed or noisy sources
     # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
     # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
     # run at once per worker process (the network holds Python's lock for a whole tile: one is right on a CPU).

@@ -28,7 +28,8 @@ class EngineConfig:
     the runtime is installed (else classic); "sr" runs it at that threshold and fails if it is missing.
     sr_tile_size is in source pixels per side; each tile is one progress step and one cancellation point.
     sr_gpu_id -1 runs on the CPU; 0, 1, ... pick a Vulkan GPU through the same code path.
-    sr_noise is the model's denoise level (-1 none, 0..3 stronger).
+    sr_noise is the model's denoise level (-1 none, 0..3 stronger) for a clean source; with sr_noise_auto
+    the engine raises it per image for a compressed or noisy source (imaging/restoration.py).
     """
 
     engine: EngineName = "auto"
@@ -38,6 +39,7 @@ class EngineConfig:
     sr_threads: int = 1
     sr_gpu_id: int = -1
     sr_noise: int = -1
+    sr_noise_auto: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -50,6 +52,8 @@ class EngineConfig:
         _check_int("sr_threads", self.sr_threads, 1, _MAX_THREADS)
         _check_int("sr_gpu_id", self.sr_gpu_id, -1, 255)
         _check_int("sr_noise", self.sr_noise, -1, 3)
+        if not isinstance(self.sr_noise_auto, bool):
+            raise ValueError(f"sr_noise_auto must be a boolean, got {self.sr_noise_auto!r}")
 
     @property
     def sr_context(self) -> int:

@@ -33,6 +33,7 @@ def engine_config(settings: Settings) -> EngineConfig:
         sr_threads=settings.sr_threads,
         sr_gpu_id=settings.sr_gpu_id,
         sr_noise=settings.sr_noise,
+        sr_noise_auto=settings.sr_noise_auto,
     )
 
 
