@@ -13,10 +13,10 @@ from PIL import Image, ImageCms
 from imaging._decode import ChannelOrder
 from imaging.colour import srgb_profile_bytes, transform_for
 
-# Shrinking: box halvings (JPEG decoding already does them in the DCT) while 2x or more is left, then a
+# Shrinking: Gaussian pyramid halvings (JPEG decoding already does them in the DCT) while 2x or more is left, then a
 # 7-tap separable pre-filter and bicubic interpolation whose combined frequency response is fitted to that
 # of a Lanczos-3 resize over the whole factor (the reference for a sharp, clean downscale). The pre-filter
-# both removes what the output cannot show and restores what box halving and cubic interpolation soften,
+# both removes what the output cannot show and restores what the pyramid and cubic interpolation soften,
 # so no sharpening pass is needed after shrinking; see docs/imaging.md "Resampling".
 _FIT_TAPS = 3  # one side of the symmetric pre-filter: 7 taps
 _FIT_POINTS = 129  # frequencies from 0 to the stage's Nyquist
@@ -39,9 +39,10 @@ _ORIENT_OPS = {
 }
 
 
-def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize(pixels: np.ndarray, size: tuple[int, int], decoded_reduced: bool = False) -> np.ndarray:
     """Resize to (width, height): bicubic when enlarging; when shrinking, a Lanczos-like anti-aliased
-    reduction (may filter pixels in place if writable)."""
+    reduction (may filter pixels in place if writable). decoded_reduced: the pixels come from a DCT-scaled
+    (or box-reduced) decode, whose softening the reduction makes up for."""
     height, width = pixels.shape[:2]
     if (width, height) == size:
         return pixels
@@ -49,31 +50,39 @@ def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC)
     halvings = 0
     while pixels.shape[1] >= 2 * size[0] and pixels.shape[0] >= 2 * size[1]:
-        half = (-(-pixels.shape[1] // 2), -(-pixels.shape[0] // 2))
-        pixels = cv2.resize(pixels, half, interpolation=cv2.INTER_AREA)
+        pixels = cv2.pyrDown(pixels)
         halvings += 1
     height, width = pixels.shape[:2]
-    kernel_x = shrink_kernel(width / size[0], halvings)
-    kernel_y = shrink_kernel(height / size[1], halvings)
+    interpolates = (width, height) != size  # an exact halving leaves nothing for the cubic stage to do
+    softened = decoded_reduced and halvings == 0
+    kernel_x = shrink_kernel(width / size[0], halvings, interpolates, softened)
+    kernel_y = shrink_kernel(height / size[1], halvings, interpolates, softened)
     target = pixels if pixels.flags.writeable else None  # the decoded source is ours to overwrite
     pixels = cv2.sepFilter2D(pixels, -1, kernel_x, kernel_y, dst=target, borderType=cv2.BORDER_REFLECT_101)
-    return cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC)
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC) if interpolates else pixels
 
 
-def shrink_kernel(scale: float, halvings: int = 0) -> np.ndarray:
-    """The 7-tap pre-filter for one axis of a reduction by `scale` (1..2) after `halvings` box halvings."""
+def shrink_kernel(
+    scale: float, halvings: int = 0, interpolates: bool = True, decoded_reduced: bool = False
+) -> np.ndarray:
+    """The 7-tap pre-filter for one axis of a reduction by `scale` (1..2) after `halvings` pyramid halvings
+    (or a reduced decode), followed by bicubic interpolation (unless the sizes already match)."""
     steps = round(min(2.0, max(1.0, scale)) / _FIT_STEP)
-    return _fitted_kernel(steps, halvings).copy()
+    return _fitted_kernel(steps, halvings, interpolates, decoded_reduced).copy()
 
 
 @cache
-def _fitted_kernel(steps: int, halvings: int) -> np.ndarray:
+def _fitted_kernel(steps: int, halvings: int, interpolates: bool, decoded_reduced: bool) -> np.ndarray:
     # Least squares in the frequency domain (cycles per pixel of this stage): pre-filter x cubic x earlier
-    # box halvings ~ Lanczos-3 stretched by the remaining scale, with the stop band (what the output cannot
-    # show, i.e. what would alias) weighted up. The kernel sums to 1, so flat areas are unchanged.
+    # pyramid halvings ~ Lanczos-3 stretched by the remaining scale, with the stop band (what the output
+    # cannot show, i.e. what would alias) weighted up. The kernel sums to 1, so flat areas are unchanged.
     scale = steps * _FIT_STEP
     f = np.linspace(0.0, 0.5, _FIT_POINTS)
-    before = _response(_keys, 2.0, f) * np.cos(np.pi * f / 2.0) ** halvings
+    before = _response(_keys, 2.0, f) if interpolates else np.ones_like(f)
+    for level in range(1, halvings + 1):  # pyrDown's [1 4 6 4 1] / 16 at each finer level
+        before = before * np.cos(np.pi * f / 2.0**level) ** 4
+    if decoded_reduced:  # libjpeg's scaled IDCT (and a 2x2 box) respond as cos(pi f / 2), measured
+        before = before * np.cos(np.pi * f / 2.0)
     target = _response(_lanczos3, 3.0, f, scale)
     weight = np.where(f > 0.5 / scale, _FIT_STOPBAND_WEIGHT, 1.0)
     taps = np.arange(1, _FIT_TAPS + 1)

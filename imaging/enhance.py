@@ -96,6 +96,7 @@ def _enhance(data: bytes, long_side: int, max_pixels: int, config: EngineConfig,
     # Work in stored (unrotated) coordinates until orienting: the long side does not depend on rotation.
     stored_target = fit_long_side(source.stored_size, long_side)
     use_sr = needs_super_resolution(*source.stored_size, long_side, config)
+    reduced = (pixels.shape[1], pixels.shape[0]) != source.stored_size  # a DCT-scaled (or box-reduced) decode
     del source  # each full-size buffer must be freed as soon as the next one exists: peak RSS per worker
     output_size = oriented(stored_target, orientation)
     if use_sr:
@@ -105,7 +106,7 @@ def _enhance(data: bytes, long_side: int, max_pixels: int, config: EngineConfig,
     # Pointwise colour work and rotation run on whichever is smaller, the decoded source or the output.
     shrinking = pixels.shape[0] * pixels.shape[1] > output_size[0] * output_size[1]
     if shrinking:
-        pixels = _pixels.resize(pixels, stored_target)
+        pixels = _pixels.resize(pixels, stored_target, reduced)
     pixels, order = _pixels.to_srgb(pixels, order, icc)
     pixels = _pixels.orient(finish.to_bgr(pixels, order), orientation)
     if not shrinking:  # the shrink is already as sharp as a Lanczos resize: nothing to sharpen after it

@@ -34,7 +34,7 @@ _IJG_LUMA = (
 # removes the faint ringing of q~90 (+0.5 dB at 2x), stronger levels pay off as quality drops; at 96 and
 # above a JPEG is as good as clean and the plain network is kept.
 CLEAN_JPEG_QUALITY = 96
-_QUALITY_BANDS = ((60, 3), (85, 2), (95, 0))
+_QUALITY_BANDS = ((70, 3), (84, 2), (95, 0))
 
 # Noise: sigma (levels) of the colour (CrCb) noise in the flattest quarter of 16-px blocks. Sensor noise is
 # largely independent per channel, so it shows in the chroma planes, where a clean photo (and any JPEG, whose
