@@ -29,7 +29,6 @@ def command(engine_path: Path | None, calls_file: Path, outputs_file: Path, cach
 def serve(calls_file: str, outputs_file: str, cache: str) -> None:
     """Run every (data, long_side, super_resolution) call of the file; write the encoded outputs."""
     import imaging
-
     from bench import srcache
 
     srcache.install(Path(cache))

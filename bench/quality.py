@@ -33,7 +33,7 @@ import subprocess
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -348,10 +348,10 @@ def run_engine(calls: list[Call], engine_path: Path | None, jobs: int, cache: Pa
     return [decode_rgb(data) for data in outputs]
 
 
-def network_only(small: np.ndarray, factor: int) -> np.ndarray:
+def network_only(small: np.ndarray, factor: int, upscale: srcache.Upscale) -> np.ndarray:
     """The raw network (noise level -1, no finish), delivered as JPEG like the others."""
     passes = {2: 1, 4: 2}[factor]
-    out = sr.upscale(np.ascontiguousarray(small[..., ::-1]), passes, EngineConfig(engine="sr"), lambda: None)
+    out = upscale(np.ascontiguousarray(small[..., ::-1]), passes, EngineConfig(engine="sr"), lambda: None)
     return deliver(np.ascontiguousarray(out[..., ::-1]))
 
 
@@ -402,7 +402,7 @@ def measure(
     crops_dir: Path | None = None,
 ) -> tuple[list[Enlargement], list[OwnSize], list[Downscale]]:
     """Run both engines over the plan, then score every output in this process."""
-    srcache.install(cache)
+    network = srcache.cached(sr.upscale, cache)
     p = plan(photos, factors, degraded)
     started = time.perf_counter()
     new = run_engine(p.calls, None, jobs, cache)
@@ -414,26 +414,40 @@ def measure(
     own: list[OwnSize] = []
     downscales: list[Downscale] = []
     for photo in photos:
-        enlargements += _enlargements(photo, p, new, old, factors, crops_dir)
+        enlargements += _enlargements(photo, p, new, old, factors, network, crops_dir)
         if degraded and 2 in factors:
             enlargements += _degraded(photo, p, new, old, crops_dir)
         own.append(_own_size(photo, new[p.index[(photo.name, "own")]], old[p.index[(photo.name, "own")]]))
         for tier in DOWNSCALE_TIERS:
             if (photo.name, tier) in p.index:
-                downscales.append(_downscale(photo, tier, new[p.index[(photo.name, tier)]], old[p.index[(photo.name, tier)]]))
+                downscales.append(
+                    _downscale(photo, tier, new[p.index[(photo.name, tier)]], old[p.index[(photo.name, tier)]])
+                )
     return enlargements, own, downscales
 
 
-def _scores(original: np.ndarray, outputs: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-    return {
-        "psnr": {m: round(psnr(original, o), 3) for m, o in outputs.items()},
-        "ssim": {m: round(ssim(original, o), 4) for m, o in outputs.items()},
-        "halo_pct": {m: round(halo_pct(original, o), 2) for m, o in outputs.items()},
-    }
+def _scored(photo: PhotoData, factor: int, source: str, outputs: dict[str, np.ndarray]) -> Enlargement:
+    original = photo.working
+    return Enlargement(
+        photo.name,
+        photo.category,
+        photo.subset,
+        factor,
+        source,
+        psnr={m: round(psnr(original, o), 3) for m, o in outputs.items()},
+        ssim={m: round(ssim(original, o), 4) for m, o in outputs.items()},
+        halo_pct={m: round(halo_pct(original, o), 2) for m, o in outputs.items()},
+    )
 
 
 def _enlargements(
-    photo: PhotoData, p: Plan, new: list[np.ndarray], old: list[np.ndarray], factors: Iterable[int], crops: Path | None
+    photo: PhotoData,
+    p: Plan,
+    new: list[np.ndarray],
+    old: list[np.ndarray],
+    factors: Iterable[int],
+    network: srcache.Upscale,
+    crops: Path | None,
 ) -> list[Enlargement]:
     rows = []
     height, width = photo.working.shape[:2]
@@ -444,11 +458,11 @@ def _enlargements(
             outputs = {
                 "engine": new[at],
                 "baseline": old[at],
-                "network": network_only(small, factor),
+                "network": network_only(small, factor, network),
                 "bicubic": deliver(cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)),
                 "lanczos": deliver(cv2.resize(small, (width, height), interpolation=cv2.INTER_LANCZOS4)),
             }
-            rows.append(Enlargement(photo.name, photo.category, photo.subset, factor, how, **_scores(photo.working, outputs)))
+            rows.append(_scored(photo, factor, how, outputs))
             _maybe_crop(photo, factor, how, outputs, crops)
     return rows
 
@@ -470,7 +484,7 @@ def _degraded(
         }
         bgr = np.ascontiguousarray(decoded[..., ::-1])
         level = restoration.sr_noise_level(restoration.jpeg_quality(data), restoration.noise_sigma(bgr), -1)
-        row = Enlargement(photo.name, photo.category, photo.subset, 2, how, **_scores(photo.working, outputs))
+        row = _scored(photo, 2, how, outputs)
         row.noise_level = level
         rows.append(row)
         _maybe_crop(photo, 2, how, outputs, crops)
@@ -666,7 +680,11 @@ def _stat_cell(s: dict[str, float]) -> str:
 
 
 def render_markdown(
-    rows: list[Enlargement], own: list[OwnSize], downscales: list[Downscale], summary: dict[str, Any], meta: dict[str, Any]
+    rows: list[Enlargement],
+    own: list[OwnSize],
+    downscales: list[Downscale],
+    summary: dict[str, Any],
+    meta: dict[str, Any],
 ) -> str:
     lines = [
         "# Quality benchmark",
@@ -696,27 +714,32 @@ def render_markdown(
         for subset in ("all", photoset.TRAINING, photoset.REPORT):
             s = summary[key].get(subset)
             if s:
-                cells = " | ".join(_stat_cell(s[m]) for m in ("engine", "baseline", "network", "lanczos"))
-                lines.append(f"| {key} | {subset} | {s['engine']['n']} | {cells} |")
+                row_cells = " | ".join(_stat_cell(s[m]) for m in ("engine", "baseline", "network", "lanczos"))
+                lines.append(f"| {key} | {subset} | {s['engine']['n']} | {row_cells} |")
     lines += ["", "Per category, engine gain over bicubic (dB, mean):", ""]
     keys = [k for k in summary if k.endswith("x")]
     lines += ["| category | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
     for category in photoset.CATEGORIES:
         if all(category in summary[k]["categories"] for k in keys):
-            lines.append(f"| {category} | " + " | ".join(f"{summary[k]['categories'][category]:+.2f}" for k in keys) + " |")
+            lines.append(
+                f"| {category} | " + " | ".join(f"{summary[k]['categories'][category]:+.2f}" for k in keys) + " |"
+            )
     lines += ["", "Mean PSNR / SSIM / halo % of edge pixels:", ""]
     lines += ["| factor | " + " | ".join(METHODS) + " |", "|---|" + "---|" * len(METHODS)]
     for key in keys:
         s = summary[key]
         lines.append(
             f"| {key} | "
-            + " | ".join(f"{s['mean_psnr'][m]:.2f} / {s['mean_ssim'][m]:.3f} / {s['mean_halo_pct'][m]:g}" for m in METHODS)
+            + " | ".join(
+                f"{s['mean_psnr'][m]:.2f} / {s['mean_ssim'][m]:.3f} / {s['mean_halo_pct'][m]:g}" for m in METHODS
+            )
             + " |"
         )
     if "degraded" in summary:
         lines += [
             "",
-            "## Degraded sources (2x, area-shrunk, then JPEG q50 / q75 or sensor-like noise), against the clean original",
+            "## Degraded sources (2x, area-shrunk, then JPEG q50 / q75 or sensor-like noise), against the clean "
+            "original",
             "",
             "| source | subset | engine − baseline | engine − bicubic | baseline − bicubic | noise levels chosen |",
             "|---|---|---:|---:|---:|---|",
@@ -724,15 +747,19 @@ def render_markdown(
         for how in DEGRADATIONS:
             for subset, s in summary["degraded"][how].items():
                 lines.append(
-                    f"| {how} | {subset} | {_stat_cell(s['engine_minus_baseline'])} | {_stat_cell(s['engine_minus_bicubic'])} "
+                    f"| {how} | {subset} | {_stat_cell(s['engine_minus_baseline'])} "
+                    f"| {_stat_cell(s['engine_minus_bicubic'])} "
                     f"| {_stat_cell(s['baseline_minus_bicubic'])} | {', '.join(map(str, s['noise_levels']))} |"
                 )
     lines += [
         "",
         "## Per photo: engine − bicubic (dB)",
         "",
-        "| photo | category | subset | " + " | ".join(f"{f}x {s}" for f in sorted({r.factor for r in rows}) for s in (*SHRINKS,)) + " | "
-        + " | ".join(f"2x {d} (− baseline)" for d in DEGRADATIONS) + " |",
+        "| photo | category | subset | "
+        + " | ".join(f"{f}x {how}" for f in sorted({r.factor for r in rows}) for how in SHRINKS)
+        + " | "
+        + " | ".join(f"2x {d} (− baseline)" for d in DEGRADATIONS)
+        + " |",
         "|---|---|---|" + "---:|" * (2 * len({r.factor for r in rows}) + len(DEGRADATIONS)),
     ]
     by_photo: dict[str, dict[tuple[int, str], Enlargement]] = {}
@@ -740,9 +767,15 @@ def render_markdown(
         by_photo.setdefault(r.photo, {})[(r.factor, r.source)] = r
     for name, cells in by_photo.items():
         first = next(iter(cells.values()))
-        values = [f"{_gain(cells[(f, s)], 'engine'):+.2f}" if (f, s) in cells else "–" for f in sorted({r.factor for r in rows}) for s in SHRINKS]
+        values = [
+            f"{_gain(cells[(f, how)], 'engine'):+.2f}" if (f, how) in cells else "–"
+            for f in sorted({r.factor for r in rows})
+            for how in SHRINKS
+        ]
         values += [
-            f"{_gain(cells[(2, d)], 'engine'):+.2f} ({_gain(cells[(2, d)], 'engine', 'baseline'):+.2f})" if (2, d) in cells else "–"
+            f"{_gain(cells[(2, d)], 'engine'):+.2f} ({_gain(cells[(2, d)], 'engine', 'baseline'):+.2f})"
+            if (2, d) in cells
+            else "–"
             for d in DEGRADATIONS
         ]
         lines.append(f"| {name} | {first.category} | {first.subset} | " + " | ".join(values) + " |")
@@ -753,13 +786,15 @@ def render_markdown(
         "Mean luma and saturation (mean max−min channel) shift in levels against the original; new clipping: % of "
         f"pixels with a channel at 0 or 255 that was more than {_CLIP_MARGIN} levels away.",
         "",
-        "| photo | subset | luma shift (baseline) | saturation shift (baseline) | new clipping % (baseline, JPEG alone) |",
+        "| photo | subset | luma shift (baseline) | saturation shift (baseline) "
+        "| new clipping % (baseline, JPEG alone) |",
         "|---|---|---:|---:|---:|",
     ]
     for o in own:
         lines.append(
-            f"| {o.photo} | {o.subset} | {o.luma_shift:+.2f} ({o.baseline_luma_shift:+.2f}) | {o.saturation_shift:+.2f} "
-            f"({o.baseline_saturation_shift:+.2f}) | {o.new_clipping_pct:g} ({o.baseline_new_clipping_pct:g}, {o.jpeg_new_clipping_pct:g}) |"
+            f"| {o.photo} | {o.subset} | {o.luma_shift:+.2f} ({o.baseline_luma_shift:+.2f}) "
+            f"| {o.saturation_shift:+.2f} ({o.baseline_saturation_shift:+.2f}) | {o.new_clipping_pct:g} "
+            f"({o.baseline_new_clipping_pct:g}, {o.jpeg_new_clipping_pct:g}) |"
         )
     if downscales:
         lines += [
@@ -768,10 +803,12 @@ def render_markdown(
             "",
             "High-frequency ratio: energy of luma minus its Gaussian blur (σ 1 px) over that of a Pillow Lanczos "
             "downscale of the same photo delivered as JPEG q90 like every method (1.0 = as sharp); also against "
-            "the Lanczos pixels before encoding (JPEG q90 removes some of the finest grain). Overshoot: mean luma excess (levels) at edge pixels "
+            "the Lanczos pixels before encoding (JPEG q90 removes some of the finest grain). Overshoot: mean "
+            "luma excess (levels) at edge pixels "
             "beyond the 3×3 range of a box (area) downscale, which cannot ring.",
             "",
-            "| photo | subset | tier | size | HF ratio (baseline) | HF ratio to unencoded Lanczos | overshoot (baseline, Lanczos) |",
+            "| photo | subset | tier | size | HF ratio (baseline) | HF ratio to unencoded Lanczos "
+            "| overshoot (baseline, Lanczos) |",
             "|---|---|---|---|---:|---:|---:|",
         ]
         for d in downscales:
@@ -833,7 +870,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subset", choices=(photoset.TRAINING, photoset.REPORT), help="only one subset")
     parser.add_argument("--photos", nargs="+", help="only these photos (names from bench/photoset.py)")
     parser.add_argument("--factors", nargs="+", type=int, default=list(FACTORS), choices=FACTORS)
-    parser.add_argument("--baseline", default=BASELINE_REV, help="git revision of the engine to compare with ('' for none)")
+    parser.add_argument(
+        "--baseline", default=BASELINE_REV, help="git revision of the engine to compare with ('' for none)"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="engine child processes")
     parser.add_argument("--sr-cache", type=Path, default=srcache.DEFAULT_FOLDER, help="network output cache")
     parser.add_argument("--photo-cache", type=Path, default=photoset.DEFAULT_CACHE, help="extracted photo set")

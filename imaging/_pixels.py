@@ -103,7 +103,9 @@ def _lanczos3(x: np.ndarray) -> np.ndarray:
     return np.asarray(np.where(np.abs(x) < 3.0, np.sinc(x) * np.sinc(x / 3.0), 0.0))
 
 
-def _response(kernel: Callable[[np.ndarray], np.ndarray], support: float, f: np.ndarray, scale: float = 1.0) -> np.ndarray:
+def _response(
+    kernel: Callable[[np.ndarray], np.ndarray], support: float, f: np.ndarray, scale: float = 1.0
+) -> np.ndarray:
     """Frequency response of a continuous symmetric kernel stretched by `scale`, by numerical integration."""
     x = np.linspace(-support * scale, support * scale, int(128 * support * scale) + 1)
     values = kernel(x / scale) / scale

@@ -12,8 +12,8 @@ from PIL import Image, JpegImagePlugin
 
 from bench.photos import photo_like
 from core.vocabulary import TIER_LONG_SIDES
-from imaging import enhance_image, finish
-from tests.imaging.images import BLACK, WHITE, colour_at, decoded, encode
+from imaging import enhance_image
+from tests.imaging.images import decoded, encode
 
 PHOTOS = Path(__file__).resolve().parents[1] / "fixtures" / "photos"
 
@@ -58,7 +58,7 @@ def _scene(kind: str) -> np.ndarray:
     """Pictures whose tone a histogram rule would 'fix': the photographer's choice, which must be kept."""
     rng = np.random.default_rng(10)
     texture = cv2.GaussianBlur(rng.normal(0.0, 1.0, (160, 240)), (0, 0), 2.0)[..., None]
-    texture /= texture.std()
+    texture = texture / texture.std()
     tint = np.array([10.0, 0.0, -10.0])
     base, spread = {
         "low_key": (28, 14),

@@ -86,7 +86,9 @@ def test_a_compressed_source_is_restored_closer_to_the_original() -> None:
     small = cv2.resize(truth, (128, 96), interpolation=cv2.INTER_AREA)
     data = encode(small, "JPEG", quality=40)
     restored = decoded(enhance_image(data, 256, config=SR).data)
-    plain = decoded(enhance_image(data, 256, config=EngineConfig(engine="sr", sr_tile_size=32, sr_noise_auto=False)).data)
+    plain = decoded(
+        enhance_image(data, 256, config=EngineConfig(engine="sr", sr_tile_size=32, sr_noise_auto=False)).data
+    )
     assert _psnr(truth, restored) > _psnr(truth, plain) + 0.3
 
 
