@@ -35,7 +35,7 @@ def test_a_cell_is_measured_and_rendered(tmp_path: Path) -> None:
     meta |= {"load_average_before": 0.1, "load_average_after": 0.2}
     markdown = render_markdown([cell], meta)
     assert "| 6MP | TIER_1K | 1024x683 |" in markdown
-    assert "TIER_1K ratio to floor" in markdown and "TIER_1K throughput" in markdown
+    assert "TIER_1K CPU ratio to floor" in markdown and "TIER_1K throughput" in markdown
 
 
 def test_quality_metrics_see_what_they_measure() -> None:

@@ -24,6 +24,7 @@ from imaging import EngineConfig
         {"sr_threads": True},
         {"sr_gpu_id": -2},
         {"sr_noise": 4},
+        {"sr_noise_auto": "yes"},
     ],
 )
 def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
@@ -41,6 +42,7 @@ def test_settings_build_an_engine_config(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("ENHANCE_ENGINE", "sr")
     monkeypatch.setenv("SR_TILE_SIZE", "64")
     monkeypatch.setenv("SR_GPU_ID", "0")
+    monkeypatch.setenv("SR_NOISE_AUTO", "false")
     settings = Settings(_env_file=None)
     config = EngineConfig(
         engine=settings.enhance_engine,
@@ -50,8 +52,10 @@ def test_settings_build_an_engine_config(monkeypatch: pytest.MonkeyPatch) -> Non
         sr_threads=settings.sr_threads,
         sr_gpu_id=settings.sr_gpu_id,
         sr_noise=settings.sr_noise,
+        sr_noise_auto=settings.sr_noise_auto,
     )
-    assert (config.engine, config.sr_tile_size, config.sr_gpu_id) == ("sr", 64, 0)
+    assert (config.engine, config.sr_tile_size, config.sr_gpu_id, config.sr_noise_auto) == ("sr", 64, 0, False)
+    assert EngineConfig().sr_noise_auto  # the source is read unless told otherwise
 
 
 def test_settings_refuse_an_unknown_engine(monkeypatch: pytest.MonkeyPatch) -> None:
