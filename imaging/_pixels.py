@@ -23,6 +23,7 @@ _FIT_POINTS = 129  # frequencies from 0 to the stage's Nyquist
 _FIT_STOPBAND_WEIGHT = 3.0  # aliasing matters more than a few percent of passband ripple
 _FIT_STEP = 0.01  # factors are rounded to this, so kernels are cached
 _KEYS_A = -0.75  # OpenCV's bicubic kernel
+_REDUCED_DECODE_POWER = 0.5  # half of it in log terms: full compensation overshot (training photos)
 
 JPEG_QUALITY = 90
 _JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR]
@@ -81,8 +82,8 @@ def _fitted_kernel(steps: int, halvings: int, interpolates: bool, decoded_reduce
     before = _response(_keys, 2.0, f) if interpolates else np.ones_like(f)
     for level in range(1, halvings + 1):  # pyrDown's [1 4 6 4 1] / 16 at each finer level
         before = before * np.cos(np.pi * f / 2.0**level) ** 4
-    if decoded_reduced:  # libjpeg's scaled IDCT (and a 2x2 box) respond as cos(pi f / 2), measured
-        before = before * np.cos(np.pi * f / 2.0)
+    if decoded_reduced:  # libjpeg's scaled IDCT (and a 2x2 box) respond about as cos(pi f / 2), measured;
+        before = before * np.cos(np.pi * f / 2.0) ** _REDUCED_DECODE_POWER
     target = _response(_lanczos3, 3.0, f, scale)
     weight = np.where(f > 0.5 / scale, _FIT_STOPBAND_WEIGHT, 1.0)
     taps = np.arange(1, _FIT_TAPS + 1)
