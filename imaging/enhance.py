@@ -145,6 +145,7 @@ def _enhance_sr(
     enlarged = sr.upscale(pixels, passes, config, after_tile)
     if config.sr_noise < 0:  # a denoised enlargement must not take the source's noise and blocks back
         finish.restore_source_tone(pixels, enlarged)
+        finish.smooth_flat_areas(pixels, enlarged)
     del pixels
     pixels = _pixels.resize(enlarged, output_size)
     del enlarged

@@ -24,6 +24,12 @@ _HISTOGRAM_SAMPLES = 250_000
 # blurred at this radius (source pixels) corrects regional drift without reintroducing fine noise or blocks.
 TONE_RESIDUAL_SIGMA = 2.0
 
+# Where the source is flat (local standard deviation under this many levels: a smooth sky, a dusk gradient)
+# the network has nothing to enlarge and can only invent grain; there the enlargement leans on bicubic,
+# fully below 0 and not at all from this level up (chosen on the training photos: 1, 2 and 4 levels tried).
+FLAT_SOURCE_LEVELS = 4.0
+_BLEND_STRIP_ROWS = 64  # source rows per strip: the blend's float buffers stay small
+
 # Sharpening: unsharp mask at output scale, soft-cored below the picture's noise level (grain and flat
 # areas are left as they are) and clamped to each pixel's 3x3 neighbourhood range (no halo, no clipping).
 USM_SIGMA = 1.0
@@ -66,6 +72,30 @@ def restore_source_tone(source: np.ndarray, enlarged: np.ndarray, sigma: float =
     biased = np.clip(residual.astype(np.int32) + 128, 0, 255).astype(np.uint8)
     up = cv2.resize(biased, enlarged.shape[1::-1], interpolation=cv2.INTER_LINEAR)
     cv2.addWeighted(enlarged, 1.0, up, 1.0, -128.0, dst=enlarged)
+
+
+def smooth_flat_areas(source: np.ndarray, enlarged: np.ndarray, levels: float = FLAT_SOURCE_LEVELS) -> None:
+    """In place: blend the network's enlargement toward a bicubic one where the source is flat, in
+    proportion to how flat (3x3 standard deviation over `levels`). Both BGR; enlarged is an exact integer
+    multiple of source. Works in strips of source rows, so no full-size float buffer exists."""
+    height, width = source.shape[:2]
+    scale = enlarged.shape[0] // height
+    gray = cv2.cvtColor(source, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    mean = cv2.blur(gray, (3, 3))
+    deviation = cv2.sqrt(cv2.max(cv2.blur(gray * gray, (3, 3)) - mean * mean, 0.0))
+    weight = np.minimum(deviation / levels, 1.0)
+    if float(weight.min()) >= 1.0:
+        return  # no flat area: the network's output stands as it is (most photos)
+    for top in range(0, height, _BLEND_STRIP_ROWS):
+        bottom = min(height, top + _BLEND_STRIP_ROWS)
+        low, high = max(0, top - 2), min(height, bottom + 2)  # bicubic needs 2 rows of context
+        rows = slice((top - low) * scale, (bottom - low) * scale)
+        size = (width * scale, (high - low) * scale)
+        bicubic = cv2.resize(source[low:high], size, interpolation=cv2.INTER_CUBIC)[rows].astype(np.float32)
+        trust = cv2.resize(weight[low:high], size, interpolation=cv2.INTER_LINEAR)[rows][..., None]
+        strip = enlarged[top * scale : bottom * scale]
+        blended = bicubic + trust * (strip.astype(np.float32) - bicubic)
+        np.copyto(strip, np.clip(np.round(blended), 0, 255).astype(np.uint8))
 
 
 def noise_threshold(pixels: np.ndarray) -> int:
