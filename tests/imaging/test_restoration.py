@@ -102,3 +102,15 @@ def test_the_networks_tone_drift_is_undone_without_touching_detail() -> None:
     assert abs(shrunk.mean() - source.astype(float).mean()) < 0.3
     detail = [p.astype(float) - cv2.GaussianBlur(p, (0, 0), 1.0).astype(float) for p in (enlarged, drifted)]
     assert np.abs(detail[0] - detail[1]).mean() < 0.6  # a low-frequency correction only
+
+
+def test_flat_source_areas_lean_on_bicubic_and_detail_keeps_the_network() -> None:
+    rng = np.random.default_rng(8)
+    source = np.full((40, 80, 3), 90, np.uint8)
+    source[:, 40:] = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)  # right half: busy detail
+    bicubic = cv2.resize(source, (160, 80), interpolation=cv2.INTER_CUBIC)
+    invented = cv2.add(bicubic, rng.integers(0, 12, bicubic.shape, dtype=np.uint8))  # grain a network could add
+    enlarged = invented.copy()
+    finish.smooth_flat_areas(source, enlarged)
+    assert np.array_equal(enlarged[:, :70], bicubic[:, :70])  # the flat half: bicubic, the grain gone
+    assert np.array_equal(enlarged[:, 86:], invented[:, 86:])  # the busy half: untouched
