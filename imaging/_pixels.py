@@ -23,7 +23,7 @@ _FIT_POINTS = 129  # frequencies from 0 to the stage's Nyquist
 _FIT_STOPBAND_WEIGHT = 3.0  # aliasing matters more than a few percent of passband ripple
 _FIT_STEP = 0.01  # factors are rounded to this, so kernels are cached
 _KEYS_A = -0.75  # OpenCV's bicubic kernel
-_REDUCED_DECODE_POWER = 0.5  # half of it in log terms: full compensation overshot (training photos)
+_REDUCED_DECODE_POWER = 0.75  # full compensation overshot Lanczos, half fell short of it (training photos)
 
 JPEG_QUALITY = 90
 _JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR]
@@ -50,7 +50,7 @@ def resize(pixels: np.ndarray, size: tuple[int, int], decoded_reduced: bool = Fa
     if width <= size[0] and height <= size[1]:
         return cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC)
     halvings = 0
-    while pixels.shape[1] >= 2 * size[0] and pixels.shape[0] >= 2 * size[1]:
+    while pixels.shape[1] > 2 * size[0] and pixels.shape[0] > 2 * size[1]:  # an exact 2x is the fit's own
         pixels = cv2.pyrDown(pixels)
         halvings += 1
     height, width = pixels.shape[:2]

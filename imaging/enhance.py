@@ -91,7 +91,9 @@ def _no_progress(done: int, total: int) -> None:
 
 
 def _enhance(data: bytes, long_side: int, max_pixels: int, config: EngineConfig, report: Progress) -> EnhancedImage:
-    source = decode(data, max_pixels, long_side)
+    # One pixel more than needed: a DCT reduction to exactly the output size would leave nothing for the
+    # resampler's fit (and lose the finest detail a Lanczos resize keeps); other sizes decode as before.
+    source = decode(data, max_pixels, long_side + 1)
     pixels, order, icc, orientation = source.pixels, source.order, source.icc, source.orientation
     # Work in stored (unrotated) coordinates until orienting: the long side does not depend on rotation.
     stored_target = fit_long_side(source.stored_size, long_side)
