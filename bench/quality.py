@@ -662,6 +662,11 @@ def summarise(rows: list[Enlargement], own: list[OwnSize], downscales: list[Down
             "baseline_hf_ratio": _stats([d.baseline_hf_ratio for d in downscales]),
             "hf_ratio_unencoded": _stats([d.hf_ratio_unencoded for d in downscales]),
             "max_overshoot_over_lanczos": round(max(d.overshoot - d.lanczos_overshoot for d in downscales), 3),
+            "cells_above_lanczos_overshoot": sum(d.overshoot > d.lanczos_overshoot for d in downscales),
+            "cells": len(downscales),
+            "mean_overshoot": round(statistics.mean(d.overshoot for d in downscales), 3),
+            "mean_lanczos_overshoot": round(statistics.mean(d.lanczos_overshoot for d in downscales), 3),
+            "mean_baseline_overshoot": round(statistics.mean(d.baseline_overshoot for d in downscales), 3),
         }
     return summary
 
@@ -694,7 +699,10 @@ def verdicts(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"- downscale: lowest high-frequency ratio to Lanczos {down['hf_ratio']['worst']:.2f} (≥ {MIN_HF_RATIO}): "
             f"{met(down['hf_ratio']['worst'] >= MIN_HF_RATIO)}; largest overshoot over Lanczos's "
-            f"{down['max_overshoot_over_lanczos']:+.3f} levels (≤ 0): {met(down['max_overshoot_over_lanczos'] <= 0)}"
+            f"{down['max_overshoot_over_lanczos']:+.3f} levels (≤ 0): {met(down['max_overshoot_over_lanczos'] <= 0)}; "
+            f"above Lanczos's on {down['cells_above_lanczos_overshoot']} of {down['cells']} downscales; mean overshoot "
+            f"{down['mean_overshoot']:.2f} levels (Lanczos {down['mean_lanczos_overshoot']:.2f}, baseline "
+            f"{down['mean_baseline_overshoot']:.2f}): {met(down['mean_overshoot'] <= down['mean_lanczos_overshoot'])}"
         )
     if "degraded" in summary:
         jpeg = summary["degraded"]["jpeg_engine_minus_baseline"]["mean"]
