@@ -109,7 +109,8 @@ def test_flat_source_areas_lean_on_bicubic_and_detail_keeps_the_network() -> Non
     source = np.full((40, 80, 3), 90, np.uint8)
     source[:, 40:] = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)  # right half: busy detail
     bicubic = cv2.resize(source, (160, 80), interpolation=cv2.INTER_CUBIC)
-    invented = cv2.add(bicubic, rng.integers(0, 12, bicubic.shape, dtype=np.uint8))  # grain a network could add
+    grain = np.asarray(rng.integers(0, 12, size=bicubic.shape), np.int16)
+    invented = (bicubic + grain).clip(0, 255).astype(np.uint8)  # grain a network could add
     enlarged = invented.copy()
     finish.smooth_flat_areas(source, enlarged)
     assert np.array_equal(enlarged[:, :70], bicubic[:, :70])  # the flat half: bicubic, the grain gone
