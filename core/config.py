@@ -97,11 +97,12 @@ class Settings(BaseSettings):
         return self
 
     # Imaging engine: services.batches.engine_config derives imaging.EngineConfig from these, field by field (it
-    # validates them); unset, a knob keeps the engine's own default (auto, upconv_7_photo, 1.5, 64, 1, ncnn, cpu,
-    # 0, -1). auto runs the super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and
+    # validates them); unset, a knob keeps the engine's own default (auto, upconv_7_photo, 1.5, 64, 1, ncnn, cpu, 0,
+    # -1, true). auto runs the super-resolution network when the tier enlarges the source by SR_MIN_SCALE or more and
     # the runtime is installed; classic never does; sr requires it. SR_TILE_SIZE is in source pixels (memory grows
-    # with its square); SR_NOISE -1..3 is the denoise level. SR_RUNTIME and SR_DEVICE: ncnn on the cpu (the fastest
-    # measured) or vulkan, onnxruntime on the cpu or cuda; SR_GPU_ID picks the GPU of cuda or vulkan.
+    # with its square); SR_NOISE -1..3 is the denoise level for a clean source, and SR_NOISE_AUTO raises it per image
+    # for a compressed or noisy one. SR_RUNTIME and SR_DEVICE: ncnn on the cpu (the fastest measured) or vulkan,
+    # onnxruntime on the cpu or cuda; SR_GPU_ID picks the GPU of cuda or vulkan.
     enhance_engine: Literal["auto", "classic", "sr"] | None = None
     sr_model: str | None = None
     sr_min_scale: float | None = None
@@ -111,6 +112,7 @@ class Settings(BaseSettings):
     sr_device: Literal["cpu", "cuda", "vulkan"] | None = None
     sr_gpu_id: int | None = None
     sr_noise: int | None = None
+    sr_noise_auto: bool | None = None
     # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
     # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
     # run at once per worker process (the network holds Python's lock for a whole tile: one is right on a CPU).

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import math
 import struct
+from collections.abc import Callable
+from functools import cache
 
 import cv2
 import numpy as np
@@ -12,12 +13,17 @@ from PIL import Image, ImageCms
 from imaging._decode import ChannelOrder
 from imaging.colour import srgb_profile_bytes, transform_for
 
-# Shrinking: Gaussian pyramid halvings (JPEG decoding already did them in the DCT) until less than 2x is
-# left, then a 3-tap [a, 1-2a, a] blur and a bilinear resize. a grows to 1/4 by a factor of 1.45, where
-# the blur cancels the finest (Nyquist) detail exactly. Measured on a chirp, this aliases less than
-# Pillow's Lanczos at 1/10 of the cost, for slightly softer mid-tones that the unsharp mask restores.
-_AA_FULL_SCALE = 1.45
-_AA_MIN_TAP = 0.01
+# Shrinking: Gaussian pyramid halvings (JPEG decoding already does them in the DCT) while 2x or more is left, then a
+# 7-tap separable pre-filter and bicubic interpolation whose combined frequency response is fitted to that
+# of a Lanczos-3 resize over the whole factor (the reference for a sharp, clean downscale). The pre-filter
+# both removes what the output cannot show and restores what the pyramid and cubic interpolation soften,
+# so no sharpening pass is needed after shrinking; see docs/imaging.md "Resampling".
+_FIT_TAPS = 3  # one side of the symmetric pre-filter: 7 taps
+_FIT_POINTS = 129  # frequencies from 0 to the stage's Nyquist
+_FIT_STOPBAND_WEIGHT = 3.0  # aliasing matters more than a few percent of passband ripple
+_FIT_STEP = 0.01  # factors are rounded to this, so kernels are cached
+_KEYS_A = -0.75  # OpenCV's bicubic kernel
+_REDUCED_DECODE_POWER = 0.75  # full compensation overshot Lanczos, half fell short of it (training photos)
 
 JPEG_QUALITY = 90
 _JPEG_PARAMS = [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY, cv2.IMWRITE_JPEG_SAMPLING_FACTOR]
@@ -34,31 +40,77 @@ _ORIENT_OPS = {
 }
 
 
-def resize(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize to (width, height): anti-aliased when shrinking (may blur pixels in place if writable)."""
+def resize(pixels: np.ndarray, size: tuple[int, int], decoded_reduced: bool = False) -> np.ndarray:
+    """Resize to (width, height): bicubic when enlarging; when shrinking, a Lanczos-like anti-aliased
+    reduction (may filter pixels in place if writable). decoded_reduced: the pixels come from a DCT-scaled
+    (or box-reduced) decode, whose softening the reduction makes up for."""
     height, width = pixels.shape[:2]
     if (width, height) == size:
         return pixels
     if width <= size[0] and height <= size[1]:
         return cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC)
-    while pixels.shape[1] >= 2 * size[0] and pixels.shape[0] >= 2 * size[1]:
+    halvings = 0
+    while pixels.shape[1] > 2 * size[0] and pixels.shape[0] > 2 * size[1]:  # an exact 2x is the fit's own
         pixels = cv2.pyrDown(pixels)
+        halvings += 1
     height, width = pixels.shape[:2]
-    (ksize_x, sigma_x), (ksize_y, sigma_y) = _antialias(width / size[0]), _antialias(height / size[1])
-    if ksize_x > 1 or ksize_y > 1:
-        blurred = pixels if pixels.flags.writeable else None  # the decoded source is ours to overwrite
-        pixels = cv2.GaussianBlur(pixels, (ksize_x, ksize_y), sigma_x, sigmaY=sigma_y, dst=blurred)
-    return cv2.resize(pixels, size, interpolation=cv2.INTER_LINEAR)
+    interpolates = (width, height) != size  # an exact halving leaves nothing for the cubic stage to do
+    softened = decoded_reduced and halvings == 0
+    kernel_x = shrink_kernel(width / size[0], halvings, interpolates, softened)
+    kernel_y = shrink_kernel(height / size[1], halvings, interpolates, softened)
+    target = pixels if pixels.flags.writeable else None  # the decoded source is ours to overwrite
+    pixels = cv2.sepFilter2D(pixels, -1, kernel_x, kernel_y, dst=target, borderType=cv2.BORDER_REFLECT_101)
+    return cv2.resize(pixels, size, interpolation=cv2.INTER_CUBIC) if interpolates else pixels
 
 
-def _antialias(scale: float) -> tuple[int, float]:
-    """(kernel size, sigma) of the pre-blur for one axis; GaussianBlur keeps OpenCV's fixed-point path."""
-    tap = 0.25 * min(1.0, max(0.0, scale - 1.0) / (_AA_FULL_SCALE - 1.0))
-    if tap < _AA_MIN_TAP:
-        return 1, 1.0
-    # A 3-tap Gaussian has weights [e, 1, e] / (1 + 2e) with e = exp(-1 / (2 sigma^2)).
-    ratio = tap / (1.0 - 2.0 * tap)
-    return 3, math.sqrt(-1.0 / (2.0 * math.log(ratio)))
+def shrink_kernel(
+    scale: float, halvings: int = 0, interpolates: bool = True, decoded_reduced: bool = False
+) -> np.ndarray:
+    """The 7-tap pre-filter for one axis of a reduction by `scale` (1..2) after `halvings` pyramid halvings
+    (or a reduced decode), followed by bicubic interpolation (unless the sizes already match)."""
+    steps = round(min(2.0, max(1.0, scale)) / _FIT_STEP)
+    return _fitted_kernel(steps, halvings, interpolates, decoded_reduced).copy()
+
+
+@cache
+def _fitted_kernel(steps: int, halvings: int, interpolates: bool, decoded_reduced: bool) -> np.ndarray:
+    # Least squares in the frequency domain (cycles per pixel of this stage): pre-filter x cubic x earlier
+    # pyramid halvings ~ Lanczos-3 stretched by the remaining scale, with the stop band (what the output
+    # cannot show, i.e. what would alias) weighted up. The kernel sums to 1, so flat areas are unchanged.
+    scale = steps * _FIT_STEP
+    f = np.linspace(0.0, 0.5, _FIT_POINTS)
+    before = _response(_keys, 2.0, f) if interpolates else np.ones_like(f)
+    for level in range(1, halvings + 1):  # pyrDown's [1 4 6 4 1] / 16 at each finer level
+        before = before * np.cos(np.pi * f / 2.0**level) ** 4
+    if decoded_reduced:  # libjpeg's scaled IDCT (and a 2x2 box) respond about as cos(pi f / 2), measured;
+        before = before * np.cos(np.pi * f / 2.0) ** _REDUCED_DECODE_POWER
+    target = _response(_lanczos3, 3.0, f, scale)
+    weight = np.where(f > 0.5 / scale, _FIT_STOPBAND_WEIGHT, 1.0)
+    taps = np.arange(1, _FIT_TAPS + 1)
+    basis = 2.0 * (np.cos(2.0 * np.pi * np.outer(f, taps)) - 1.0) * before[:, None]
+    side = np.linalg.lstsq(basis * weight[:, None], (target - before) * weight, rcond=None)[0]
+    return np.concatenate([side[::-1], [1.0 - 2.0 * side.sum()], side]).astype(np.float32)
+
+
+def _keys(x: np.ndarray) -> np.ndarray:
+    x = np.abs(x)
+    a = _KEYS_A
+    near = (a + 2.0) * x**3 - (a + 3.0) * x**2 + 1.0
+    far = a * x**3 - 5.0 * a * x**2 + 8.0 * a * x - 4.0 * a
+    return np.asarray(np.where(x <= 1.0, near, np.where(x < 2.0, far, 0.0)))
+
+
+def _lanczos3(x: np.ndarray) -> np.ndarray:
+    return np.asarray(np.where(np.abs(x) < 3.0, np.sinc(x) * np.sinc(x / 3.0), 0.0))
+
+
+def _response(
+    kernel: Callable[[np.ndarray], np.ndarray], support: float, f: np.ndarray, scale: float = 1.0
+) -> np.ndarray:
+    """Frequency response of a continuous symmetric kernel stretched by `scale`, by numerical integration."""
+    x = np.linspace(-support * scale, support * scale, int(128 * support * scale) + 1)
+    values = kernel(x / scale) / scale
+    return np.asarray(np.cos(2.0 * np.pi * np.outer(f, x)) @ values * (x[1] - x[0]))
 
 
 def to_srgb(pixels: np.ndarray, order: ChannelOrder, icc: bytes | None) -> tuple[np.ndarray, ChannelOrder]:

@@ -35,7 +35,8 @@ class EngineConfig:
     sr_tile_size is in source pixels per side; each tile is one progress step and one cancellation point.
     sr_runtime and sr_device: ncnn on the CPU (default) or a Vulkan GPU, ONNX Runtime on the CPU or a CUDA GPU
     (SR_DEVICES); sr_gpu_id is the GPU's index when sr_device is one. sr_threads: the runtime's threads per call.
-    sr_noise is the model's denoise level (-1 none, 0..3 stronger).
+    sr_noise is the model's denoise level (-1 none, 0..3 stronger) for a clean source; with sr_noise_auto
+    the engine raises it per image for a compressed or noisy source (imaging/restoration.py).
     """
 
     engine: EngineName = "auto"
@@ -47,6 +48,7 @@ class EngineConfig:
     sr_device: SrDevice = "cpu"
     sr_gpu_id: int = 0
     sr_noise: int = -1
+    sr_noise_auto: bool = True
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -64,6 +66,8 @@ class EngineConfig:
             raise ValueError(f"sr_device must be {devices} with sr_runtime {self.sr_runtime}, got {self.sr_device!r}")
         _check_int("sr_gpu_id", self.sr_gpu_id, 0, 255)
         _check_int("sr_noise", self.sr_noise, -1, 3)
+        if not isinstance(self.sr_noise_auto, bool):
+            raise ValueError(f"sr_noise_auto must be a boolean, got {self.sr_noise_auto!r}")
 
     @property
     def sr_context(self) -> int:

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal
 
 import cv2
 import numpy as np
 
-from imaging import _pixels, finish, sr
+from imaging import _pixels, finish, restoration, sr
 from imaging._decode import ChannelOrder, decode, fit_long_side
 from imaging._source import DEFAULT_MAX_PIXELS, oriented
 from imaging.config import DEFAULT_CONFIG, EngineConfig, wants_super_resolution
@@ -91,26 +91,28 @@ def _no_progress(done: int, total: int) -> None:
 
 
 def _enhance(data: bytes, long_side: int, max_pixels: int, config: EngineConfig, report: Progress) -> EnhancedImage:
-    source = decode(data, max_pixels, long_side)
+    # One pixel more than needed: a DCT reduction to exactly the output size would leave nothing for the
+    # resampler's fit (and lose the finest detail a Lanczos resize keeps); other sizes decode as before.
+    source = decode(data, max_pixels, long_side + 1)
     pixels, order, icc, orientation = source.pixels, source.order, source.icc, source.orientation
     # Work in stored (unrotated) coordinates until orienting: the long side does not depend on rotation.
     stored_target = fit_long_side(source.stored_size, long_side)
     use_sr = needs_super_resolution(*source.stored_size, long_side, config)
+    reduced = (pixels.shape[1], pixels.shape[0]) != source.stored_size  # a DCT-scaled (or box-reduced) decode
     del source  # each full-size buffer must be freed as soon as the next one exists: peak RSS per worker
     output_size = oriented(stored_target, orientation)
     if use_sr:
-        return _enhance_sr(pixels, order, icc, orientation, output_size, config, report)
+        noise = _noise_level(data, pixels, order, config)
+        return _enhance_sr(pixels, order, icc, orientation, output_size, replace(config, sr_noise=noise), report)
     report(0, _CLASSIC_STEPS)
     # Pointwise colour work and rotation run on whichever is smaller, the decoded source or the output.
     shrinking = pixels.shape[0] * pixels.shape[1] > output_size[0] * output_size[1]
     if shrinking:
-        pixels = _pixels.resize(pixels, stored_target)
+        pixels = _pixels.resize(pixels, stored_target, reduced)
     pixels, order = _pixels.to_srgb(pixels, order, icc)
-    pixels = _pixels.orient(finish.tone_and_colour(pixels, order), orientation)
-    if not shrinking:
+    pixels = _pixels.orient(finish.to_bgr(pixels, order), orientation)
+    if not shrinking:  # the shrink is already as sharp as a Lanczos resize: nothing to sharpen after it
         pixels = _sharpen_and_enlarge(pixels, output_size)
-    else:
-        finish.sharpen_in_place(pixels)
     report(1, _CLASSIC_STEPS)
     encoded = _pixels.encode_jpeg(pixels, finish.wants_full_chroma(pixels))
     report(_CLASSIC_STEPS, _CLASSIC_STEPS)
@@ -126,8 +128,8 @@ def _enhance_sr(
     config: EngineConfig,
     report: Progress,
 ) -> EnhancedImage:
-    # Tone and colour on the small source (pointwise, so it commutes with enlarging); no sharpening after
-    # the network: its output is already sharp, and an unsharp mask on top lowers fidelity (measured).
+    # No sharpening after the network: its output is already sharp, and an unsharp mask on top lowers
+    # fidelity (measured). The denoising level is chosen per image from what the source says about itself.
     height, width = pixels.shape[:2]
     passes = sr.plan_passes(max(width, height), max(output_size), config.sr_min_scale)
     total = sr.count_tiles(width, height, passes, config.sr_tile_size) + 1
@@ -141,13 +143,27 @@ def _enhance_sr(
 
     gray = order == "L"
     pixels, order = _pixels.to_srgb(pixels, order, icc)
-    pixels = _pixels.orient(finish.tone_and_colour(pixels, order), orientation)
-    pixels = _pixels.resize(sr.upscale(pixels, passes, config, after_tile), output_size)
+    pixels = _pixels.orient(finish.to_bgr(pixels, order), orientation)
+    enlarged = sr.upscale(pixels, passes, config, after_tile)
+    if config.sr_noise < 0:  # a denoised enlargement must not take the source's noise and blocks back
+        finish.restore_source_tone(pixels, enlarged)
+        finish.smooth_flat_areas(pixels, enlarged)
+    del pixels
+    pixels = _pixels.resize(enlarged, output_size)
+    del enlarged
     if gray:  # the network is RGB and may tint a gray picture by a level or two
         pixels = cv2.cvtColor(cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
     encoded = _pixels.encode_jpeg(pixels, finish.wants_full_chroma(pixels))
     report(total, total)
     return EnhancedImage(data=encoded, width=output_size[0], height=output_size[1], engine="sr")
+
+
+def _noise_level(data: bytes, pixels: np.ndarray, order: ChannelOrder, config: EngineConfig) -> int:
+    """The network's denoising level for this source: read from its JPEG tables and its colour noise."""
+    if not config.sr_noise_auto:
+        return config.sr_noise
+    sigma = restoration.noise_sigma(pixels if order == "BGR" else finish.to_bgr(pixels, order))
+    return restoration.sr_noise_level(restoration.jpeg_quality(data), sigma, config.sr_noise)
 
 
 def _sharpen_and_enlarge(pixels: np.ndarray, size: tuple[int, int]) -> np.ndarray:

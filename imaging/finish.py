@@ -1,5 +1,11 @@
-"""The finish: tone and colour only when the histogram calls for it, sharpening that cannot halo or clip,
-and the JPEG chroma subsampling the picture can afford. Every step does nothing to a photo that needs nothing.
+"""The finish: the photo's own look kept, sharpening that cannot halo or clip, the network's slight tone
+drift undone, and the JPEG chroma subsampling the picture can afford. Every step does nothing to a photo that
+needs nothing.
+
+No global tone or colour change is made. From a histogram alone a deliberate low-key, high-key, hazy or night
+picture cannot be told from a badly exposed one, and a wrong global change (a dusk lifted, fog stretched, a
+forest's shade brightened) is the one thing a user cannot undo; the exposure, white balance and saturation the
+photographer chose are kept. See docs/imaging.md "Tone".
 """
 
 from __future__ import annotations
@@ -13,25 +19,16 @@ from imaging._decode import ChannelOrder
 
 _HISTOGRAM_SAMPLES = 250_000
 
-# Levels: per-channel 0.1 % percentiles, one stretch for all channels (keeps hue). A photo whose
-# histogram already spans _LEVELS_FULL_SPAN levels is left alone; a hazy one is moved half way toward
-# 0..255, with the gain capped.
-_LEVELS_CLIP = 0.001
-_LEVELS_FULL_SPAN = 192
-_LEVELS_STRENGTH = 0.5
-_LEVELS_MAX_GAIN = 1.2
-_LEVELS_MIN_RANGE = 16
+# The network's tone drift: its output, shrunk back to the source's size, is a little darker than the source
+# (mean luma -0.6 levels, up to -1.4). The low-frequency part of that difference is added back: a residual
+# blurred at this radius (source pixels) corrects regional drift without reintroducing fine noise or blocks.
+TONE_RESIDUAL_SIGMA = 2.0
 
-# Saturation +10 % only for dull pictures: mean chroma (max - min channel) below this many levels.
-_SATURATION = 1.1
-_DULL_CHROMA = 24.0
-_LUMA = np.array([0.299, 0.587, 0.114])  # Rec. 601, the weights JPEG's YCbCr uses
-
-# At most this fraction of the pixels may become clipped (within 3 levels of 0 or 255) by tone and colour;
-# beyond it the adjustment is halved until it fits, then dropped.
-CLIP_BUDGET = 0.001
-_CLIP_MARGIN = 3
-_CLIP_RETRIES = 3
+# Where the source is flat (local standard deviation under this many levels: a smooth sky, a dusk gradient)
+# the network has nothing to enlarge and can only invent grain; there the enlargement leans on bicubic,
+# fully below 0 and not at all from this level up (chosen on the training photos: 1, 2 and 4 levels tried).
+FLAT_SOURCE_LEVELS = 4.0
+_BLEND_STRIP_ROWS = 64  # source rows per strip: the blend's float buffers stay small
 
 # Sharpening: unsharp mask at output scale, soft-cored below the picture's noise level (grain and flat
 # areas are left as they are) and clamped to each pixel's 3x3 neighbourhood range (no halo, no clipping).
@@ -56,77 +53,49 @@ def _sample(pixels: np.ndarray) -> np.ndarray:
     return pixels[:: max(1, height * width // _HISTOGRAM_SAMPLES)]
 
 
-def tone_and_colour(pixels: np.ndarray, order: ChannelOrder) -> np.ndarray:
-    """Contrast-limited levels and, for dull pictures, +10 % saturation in one matrix pass to BGR (in place
-    if writable). The adjustment is scaled back until it clips at most CLIP_BUDGET of the pixels."""
-    sample = _sample(pixels)
-    gain, offset = _levels(sample)
-    saturation = _SATURATION if _is_dull(sample, order) else 1.0
-    identity = _matrix(1.0, 0.0, 1.0, order)
-    matrix = identity
-    if (gain, offset, saturation) != (1.0, 0.0, 1.0):  # most photos: nothing to do, nothing to check
-        matrix = _within_clip_budget(sample, _matrix(gain, offset, saturation, order), identity)
-    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-    in_place = channels == 3 and pixels.flags.writeable and pixels.flags.c_contiguous
-    return cv2.transform(pixels, matrix, dst=pixels if in_place else None)
+def to_bgr(pixels: np.ndarray, order: ChannelOrder) -> np.ndarray:
+    """The pixels as BGR for the encoder, tone and colour unchanged (BGR input is returned as it is)."""
+    if order == "BGR":
+        return pixels
+    return cv2.cvtColor(pixels, cv2.COLOR_GRAY2BGR if order == "L" else cv2.COLOR_RGB2BGR)
 
 
-def _within_clip_budget(sample: np.ndarray, matrix: np.ndarray, identity: np.ndarray) -> np.ndarray:
-    """The matrix, or the first of its halvings toward identity that clips at most CLIP_BUDGET, or identity."""
-    for _ in range(_CLIP_RETRIES + 1):
-        if _new_clipping(sample, matrix, identity) <= CLIP_BUDGET:
-            return matrix
-        matrix = (matrix + identity) / 2
-    return identity
+def restore_source_tone(source: np.ndarray, enlarged: np.ndarray, sigma: float = TONE_RESIDUAL_SIGMA) -> None:
+    """Add back, in place, the low-frequency difference between the source and the enlargement shrunk to
+    the source's size (the network's slight darkening); detail finer than `sigma` source pixels is left to
+    the network. Both are BGR; enlarged is an integer multiple of source in each dimension."""
+    height, width = source.shape[:2]
+    shrunk = cv2.resize(enlarged, (width, height), interpolation=cv2.INTER_AREA)
+    residual = cv2.subtract(source, shrunk, dtype=cv2.CV_16S)
+    residual = cv2.GaussianBlur(residual, (0, 0), sigma)
+    # Biased into a byte (drift is a few levels; +-127 is far beyond it), enlarged, added with saturation.
+    biased = np.clip(residual.astype(np.int32) + 128, 0, 255).astype(np.uint8)
+    up = cv2.resize(biased, enlarged.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+    cv2.addWeighted(enlarged, 1.0, up, 1.0, -128.0, dst=enlarged)
 
 
-def _matrix(gain: float, offset: float, saturation: float, order: ChannelOrder) -> np.ndarray:
-    """3x(c+1) matrix from the input channel order to BGR."""
-    saturate = saturation * np.eye(3) + (1.0 - saturation) * np.outer(np.ones(3), _LUMA)  # RGB->RGB
-    if order == "L":
-        mix = np.ones((3, 1))
-    elif order == "BGR":
-        mix = saturate[:, ::-1]
-    else:
-        mix = saturate
-    return np.hstack([gain * mix[::-1], np.full((3, 1), offset)]).astype(np.float32)  # rows: B, G, R
-
-
-def _unclipped(bgr: np.ndarray) -> np.ndarray:
-    # 255 where every channel is more than _CLIP_MARGIN levels from either end (JPEG's own error takes a
-    # pixel within the margin the rest of the way).
-    return cv2.inRange(bgr, (_CLIP_MARGIN + 1,) * 3, (254 - _CLIP_MARGIN,) * 3)
-
-
-def _new_clipping(sample: np.ndarray, matrix: np.ndarray, identity: np.ndarray) -> float:
-    before = _unclipped(cv2.transform(sample, identity))
-    after = _unclipped(cv2.transform(sample, matrix))
-    return cv2.countNonZero(cv2.subtract(before, after)) / before.size
-
-
-def _levels(sample: np.ndarray) -> tuple[float, float]:
-    channels = 1 if sample.ndim == 2 else sample.shape[2]
-    lows, highs = [], []
-    for channel in range(channels):
-        cdf = np.cumsum(cv2.calcHist([sample], [channel], None, [256], [0, 256]).ravel())
-        lows.append(int(np.searchsorted(cdf, _LEVELS_CLIP * cdf[-1], side="right")))
-        highs.append(int(np.searchsorted(cdf, (1.0 - _LEVELS_CLIP) * cdf[-1], side="left")))
-    low, high = min(lows), max(highs)
-    if high - low < _LEVELS_MIN_RANGE or high - low >= _LEVELS_FULL_SPAN:
-        return 1.0, 0.0  # flat (stretching would amplify noise) or already using the range
-    black = _LEVELS_STRENGTH * low
-    white = 255.0 - _LEVELS_STRENGTH * (255.0 - high)
-    gain = min(255.0 / (white - black), _LEVELS_MAX_GAIN)
-    centre = (black + white) / 2.0
-    return gain, 127.5 - gain * centre
-
-
-def _is_dull(sample: np.ndarray, order: ChannelOrder) -> bool:
-    if order == "L":
-        return False
-    channels = cv2.split(sample)
-    chroma = cv2.subtract(cv2.max(cv2.max(*channels[:2]), channels[2]), cv2.min(cv2.min(*channels[:2]), channels[2]))
-    return float(cv2.mean(chroma)[0]) < _DULL_CHROMA
+def smooth_flat_areas(source: np.ndarray, enlarged: np.ndarray, levels: float = FLAT_SOURCE_LEVELS) -> None:
+    """In place: blend the network's enlargement toward a bicubic one where the source is flat, in
+    proportion to how flat (3x3 standard deviation over `levels`). Both BGR; enlarged is an exact integer
+    multiple of source. Works in strips of source rows, so no full-size float buffer exists."""
+    height, width = source.shape[:2]
+    scale = enlarged.shape[0] // height
+    gray = cv2.cvtColor(source, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    mean = cv2.blur(gray, (3, 3))
+    deviation = cv2.sqrt(cv2.max(cv2.blur(gray * gray, (3, 3)) - mean * mean, 0.0))
+    weight = np.minimum(deviation / levels, 1.0)
+    if float(weight.min()) >= 1.0:
+        return  # no flat area: the network's output stands as it is (most photos)
+    for top in range(0, height, _BLEND_STRIP_ROWS):
+        bottom = min(height, top + _BLEND_STRIP_ROWS)
+        low, high = max(0, top - 2), min(height, bottom + 2)  # bicubic needs 2 rows of context
+        rows = slice((top - low) * scale, (bottom - low) * scale)
+        size = (width * scale, (high - low) * scale)
+        bicubic = cv2.resize(source[low:high], size, interpolation=cv2.INTER_CUBIC)[rows].astype(np.float32)
+        trust = cv2.resize(weight[low:high], size, interpolation=cv2.INTER_LINEAR)[rows][..., None]
+        strip = enlarged[top * scale : bottom * scale]
+        blended = bicubic + trust * (strip.astype(np.float32) - bicubic)
+        np.copyto(strip, np.clip(np.round(blended), 0, 255).astype(np.uint8))
 
 
 def noise_threshold(pixels: np.ndarray) -> int:

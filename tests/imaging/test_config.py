@@ -29,6 +29,7 @@ from services.batches import RETRY_SETTING_OF, engine_config, retry_settings
         {"sr_runtime": "tensorrt"},
         {"sr_device": "tpu"},
         {"sr_noise": 4},
+        {"sr_noise_auto": "yes"},
     ],
 )
 def test_bad_values_are_refused(bad: dict[str, Any]) -> None:
@@ -69,10 +70,12 @@ def test_settings_build_an_engine_config(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("SR_GPU_ID", "1")
     monkeypatch.setenv("SR_RUNTIME", "onnxruntime")
     monkeypatch.setenv("SR_DEVICE", "cuda")
+    monkeypatch.setenv("SR_NOISE_AUTO", "false")
     settings = Settings(_env_file=None)
     config = engine_config(settings)
     assert (config.engine, config.sr_tile_size, config.sr_gpu_id) == ("sr", 64, 1)
-    assert (config.sr_runtime, config.sr_device) == ("onnxruntime", "cuda")
+    assert (config.sr_runtime, config.sr_device, config.sr_noise_auto) == ("onnxruntime", "cuda", False)
+    assert EngineConfig().sr_noise_auto  # the source is read unless told otherwise
 
 
 def test_unset_settings_keep_the_engines_defaults(monkeypatch: pytest.MonkeyPatch) -> None:

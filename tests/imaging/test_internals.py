@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imaging import finish
+from imaging import _pixels, finish
 from imaging._decode import _jpeg_is_complete
 from tests.imaging.images import encode, quadrants
 
@@ -48,23 +48,43 @@ def test_grain_below_the_noise_threshold_is_left_alone() -> None:
     assert laplacian[1] <= 1.1 * laplacian[0]
 
 
-def test_colour_matrix_in_place_equals_a_copy() -> None:
-    pixels = np.random.default_rng(13).integers(0, 256, (50, 60, 3), dtype=np.uint8)
-    readonly = pixels.copy()
-    readonly.flags.writeable = False
-    expected = finish.tone_and_colour(readonly, "RGB")
-    result = finish.tone_and_colour(pixels, "RGB")
-    assert np.shares_memory(result, pixels)  # no second full-size buffer
-    assert np.array_equal(result, expected)
-
-
-def test_channel_order_does_not_change_the_result_and_output_is_bgr() -> None:
+def test_to_bgr_keeps_every_value_and_only_reorders() -> None:
     rgb = np.random.default_rng(14).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     rgb[0, 0] = (255, 0, 0)
-    from_rgb = finish.tone_and_colour(rgb.copy(), "RGB")
-    from_bgr = finish.tone_and_colour(np.ascontiguousarray(rgb[..., ::-1]), "BGR")
-    assert np.array_equal(from_rgb, from_bgr)
-    assert tuple(from_rgb[0, 0]) == (0, 0, 255)
+    from_rgb = finish.to_bgr(rgb.copy(), "RGB")
+    bgr = np.ascontiguousarray(rgb[..., ::-1])
+    assert finish.to_bgr(bgr, "BGR") is bgr  # nothing to do, nothing copied
+    assert np.array_equal(from_rgb, bgr) and tuple(from_rgb[0, 0]) == (0, 0, 255)
+    gray = rgb[..., 1].copy()
+    assert np.array_equal(finish.to_bgr(gray, "L"), np.dstack([gray] * 3))
+
+
+@pytest.mark.parametrize(
+    ("scale", "halvings", "interpolates", "reduced"),
+    [
+        (1.0, 0, False, False),
+        (1.3, 0, True, False),
+        (1.99, 0, True, True),
+        (1.0, 1, False, False),
+        (1.5, 2, True, False),
+    ],
+)
+def test_shrink_kernels_are_symmetric_and_keep_flat_areas(
+    scale: float, halvings: int, interpolates: bool, reduced: bool
+) -> None:
+    kernel = _pixels.shrink_kernel(scale, halvings, interpolates, reduced)
+    assert kernel.shape == (7,) and np.allclose(kernel, kernel[::-1]) and abs(float(kernel.sum()) - 1.0) < 1e-5
+    flat = np.full((60, 90, 3), 77, np.uint8)
+    assert (cv2.sepFilter2D(flat, -1, kernel, kernel) == 77).all()
+
+
+def test_shrinking_in_place_equals_shrinking_a_copy() -> None:
+    pixels = np.random.default_rng(13).integers(0, 256, (300, 450, 3), dtype=np.uint8)
+    readonly = pixels.copy()
+    readonly.flags.writeable = False
+    expected = _pixels.resize(readonly, (300, 200))
+    assert np.array_equal(_pixels.resize(pixels, (300, 200)), expected)
+    assert not np.array_equal(readonly, pixels)  # the writable source was filtered in place
 
 
 def test_incomplete_jpeg_guard_is_not_fooled_by_an_embedded_thumbnail() -> None:
