@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import re
 import signal
@@ -20,7 +21,8 @@ from sqlmodel import col, select
 from api.main import create_app
 from core.config import Settings, get_settings
 from core.errors import Conflict, StartupRefused
-from core.temporal_dev import start_dev_server
+from core.supervisor import Supervisor
+from core.temporal_dev import dev_server_command, wait_for_port
 from db import ledger, migrate
 from db.models import User
 from db.session import check_schema, make_engine, session_scope
@@ -139,25 +141,19 @@ def upgrade_db(settings: Settings) -> str:
         engine.dispose()
 
 
-async def _serve(settings: Settings, with_worker: bool) -> None:
+def _serve(settings: Settings) -> None:
+    """The API until Ctrl+C / SIGTERM."""
     # Open event streams last as long as their batch: give them a few seconds, then stop anyway on Ctrl+C.
     config = uvicorn.Config(
         create_app(settings), host=settings.api_host, port=settings.api_port, timeout_graceful_shutdown=5
     )
-    server = uvicorn.Server(config)
-    tasks = [asyncio.create_task(server.serve())]
-    if with_worker:
-        tasks.append(asyncio.create_task(run_worker(settings)))
-    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
-    for task in done:
-        task.result()
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn re-raises Ctrl+C once it has shut down cleanly
+        uvicorn.Server(config).run()
 
 
 def run_dev(settings: Settings, direct: bool) -> None:
-    """Start the dev server (unless direct), a worker and the API in this process, on an upgraded database."""
+    """Start the dev server, a worker and the API, each a process of its own supervised from this one (unless
+    direct: then the API alone, running batches in-process), on an upgraded database."""
     api_url = f"http://{settings.api_host}:{settings.api_port}"
     host, _, port = settings.temporal_address.rpartition(":")
     ports = {"API": (settings.api_host, settings.api_port)}
@@ -171,30 +167,37 @@ def run_dev(settings: Settings, direct: bool) -> None:
             f"album-enhance (direct mode, no Temporal)\n  Web app  {api_url}/\n  API docs {api_url}/docs",
             flush=True,
         )
-        asyncio.run(_serve(settings, with_worker=False))
+        _serve(settings)
         return
-    server = start_dev_server(
+    supervisor = Supervisor()
+    settings.temporal_db_file.parent.mkdir(parents=True, exist_ok=True)
+    command = dev_server_command(
         settings.temporal_db_file, int(port), settings.temporal_ui_port, settings.temporal_namespace
     )
+    supervisor.start("temporal", command, stop_signal=signal.SIGTERM)
+    try:
+        wait_for_port("127.0.0.1", int(port))
+    except TimeoutError:
+        supervisor.stop()
+        raise SystemExit("album-enhance dev: the Temporal dev server did not start") from None
     ui_host = urlsplit(f"//{host}").hostname or "localhost"
-    print(
-        "album-enhance (Temporal mode)\n"
+    supervisor.say(
+        "album-enhance (Temporal mode: the dev server, a worker and the API, each a process; Ctrl+C stops all)\n"
         f"  Web app          {api_url}/\n  API docs         {api_url}/docs\n"
         f"  Temporal gRPC    {settings.temporal_address}\n"
-        f"  Temporal Web UI  http://{ui_host}:{settings.temporal_ui_port}",
-        flush=True,
+        f"  Temporal Web UI  http://{ui_host}:{settings.temporal_ui_port}"
     )
-    try:
-        asyncio.run(_serve(settings, with_worker=True))
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=15)
+    this_program = [sys.executable, "-m", "cli"]
+    supervisor.start("worker", [*this_program, "worker"])
+    supervisor.start("api", [*this_program, "api"])
+    if supervisor.wait() != 0:
+        raise SystemExit(1)
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="album-enhance", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    dev = commands.add_parser("dev", help="run the Temporal dev server, a worker and the API")
+    dev = commands.add_parser("dev", help="run the Temporal dev server, a worker and the API, each a process")
     dev.add_argument("--direct", action="store_true", help="run batches in the API process, without Temporal")
     commands.add_parser("api", help="run the API only")
     worker = commands.add_parser("worker", help="run a Temporal worker only")
@@ -234,11 +237,12 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         run_dev(settings, args.direct)
     elif args.command == "api":
         refuse_busy_ports({"API": (settings.api_host, settings.api_port)})
-        asyncio.run(_serve(settings, with_worker=False))
+        _serve(settings)
     elif args.command == "worker":
         if args.queues:
             settings = settings.model_copy(update={"worker_queues": args.queues})
-        asyncio.run(run_worker(settings))
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C, or `dev` stopping it: a clean stop, no traceback
+            asyncio.run(run_worker(settings))
     elif args.command == "db":
         print(upgrade_db(settings))
     elif args.command == "users":

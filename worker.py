@@ -17,7 +17,8 @@ from activities.batch import BatchActivities
 from core.config import Settings, get_settings
 from core.errors import StartupRefused
 from db.session import PoolSettings, check_schema, make_engine
-from services.batches import engine_config, verify_super_resolution
+from imaging import SuperResolutionProcesses
+from services.batches import engine_config, super_resolution_processes, verify_super_resolution
 from services.deployment import verify_storage
 from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
@@ -33,6 +34,8 @@ from workflows.batch_enhance import BatchEnhanceWorkflow
 # schedules the next image completes; with as many pollers as spare slots (the default 5) none is ever free, and
 # every image goes the long way through the task queue (about 40 ms more per image on the dev server).
 ACTIVITY_POLLERS = 2
+
+log = logging.getLogger(__name__)
 
 
 def activity_slots(settings: Settings) -> int:
@@ -93,26 +96,51 @@ async def running_workers(
 ) -> AsyncIterator[None]:
     """Run a worker for each served queue until the block ends: the batch queue runs the workflow and every
     activity in `activity_slots` (its images through the engine on IMAGE_WORKERS threads at a time); the
-    super-resolution queue runs image activities on SR_WORKERS threads."""
+    super-resolution queue runs SR_PROCESSES image activities at once, each waiting on a child process that runs
+    the network (started here, stopped at the end)."""
     queues = served_queues(settings)
+    processes = super_resolution_processes(settings)
+    activities = activities.with_sr_processes(processes)
     with contextlib.ExitStack() as pools:
+        if processes is not None:
+            pools.callback(processes.close)
+            if settings.sr_task_queue in queues:
+                await asyncio.to_thread(start_sr_processes, processes, settings)
         workers = []
         if settings.task_queue in queues:
             slots = activity_slots(settings)
             pool = pools.enter_context(ThreadPoolExecutor(slots, thread_name_prefix="activity"))
             workers.append(_worker(client, settings, settings.task_queue, activities.all(), slots, pool, interceptors))
         if settings.sr_task_queue in queues and settings.sr_task_queue != settings.task_queue:
-            pool = pools.enter_context(ThreadPoolExecutor(settings.sr_workers, thread_name_prefix="sr"))
-            sr_activities: list[Callable[..., Any]] = [activities.ungated().process_job]  # all its threads enhance
-            workers.append(
-                _worker(
-                    client, settings, settings.sr_task_queue, sr_activities, settings.sr_workers, pool, interceptors
-                )
-            )
+            slots = settings.sr_processes  # one image per child process: a task is taken only when one is free
+            pool = pools.enter_context(ThreadPoolExecutor(slots, thread_name_prefix="sr"))
+            sr_activities: list[Callable[..., Any]] = [activities.ungated().process_job]  # the children gate it
+            workers.append(_worker(client, settings, settings.sr_task_queue, sr_activities, slots, pool, interceptors))
         async with contextlib.AsyncExitStack() as running:
             for worker in workers:
                 await running.enter_async_context(worker)
             yield
+
+
+# A tile measured at start-up (a fresh process, its first tile) should be well inside SR_TILE_SECONDS: a loaded
+# machine runs a tile several times slower than a quiet one.
+TILE_SECONDS_MARGIN = 5
+
+
+def start_sr_processes(processes: SuperResolutionProcesses, settings: Settings) -> None:
+    """Start the SR child processes and check their first tile against SR_TILE_SECONDS (a warning: the machine may
+    just be busy right now)."""
+    processes.start()
+    slowest = max(processes.tile_seconds, default=0.0)
+    log.info("%s super-resolution processes ready, first tile %.2f s", settings.sr_processes, slowest)
+    if slowest * TILE_SECONDS_MARGIN > settings.sr_tile_seconds:
+        log.warning(
+            "a tile took %.1f s at start-up, more than 1/%s of SR_TILE_SECONDS (%g s): under load, SR images may "
+            "be taken for hung; raise SR_TILE_SECONDS or lower SR_TILE_SIZE",
+            slowest,
+            TILE_SECONDS_MARGIN,
+            settings.sr_tile_seconds,
+        )
 
 
 async def run_worker(settings: Settings) -> None:
@@ -135,7 +163,7 @@ async def run_worker(settings: Settings) -> None:
     )
     activities = worker_activities(engine, storage, settings, client)
     launcher = TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
-    logging.getLogger(__name__).info("serving task queues %s", ", ".join(served_queues(settings)))
+    log.info("serving task queues %s", ", ".join(served_queues(settings)))
     drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None
     try:
         async with running_workers(client, settings, activities, [ProductMetricsInterceptor(engine)]):

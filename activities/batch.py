@@ -44,7 +44,14 @@ from core.vocabulary import (
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from db.session import session_scope
-from imaging import EngineConfig, InvalidImageError, enhance_image, needs_super_resolution
+from imaging import (
+    EngineConfig,
+    EnhancedImage,
+    InvalidImageError,
+    SuperResolutionProcesses,
+    enhance_image,
+    needs_super_resolution,
+)
 from storage.base import ObjectNotFound, Storage, enhanced_key
 
 log = logging.getLogger(__name__)
@@ -184,9 +191,12 @@ class BatchActivities:
         on_step: StepListener | None = None,
         engine_config: EngineConfig | None = None,
         engine_threads: int | None = None,
+        sr_processes: SuperResolutionProcesses | None = None,
     ) -> None:
         """`engine_threads` bounds how many images are enhanced at once when more jobs than that may run at a time
-        (a worker with spare activity slots); None when the caller's thread pool bounds it already."""
+        (a worker with spare activity slots); None when the caller's thread pool bounds it already.
+        `sr_processes` runs the images the network enlarges in child processes (which bound their own number);
+        without it they run on the calling thread like the others."""
         self.engine = engine
         self.storage = storage
         self.max_image_pixels = max_image_pixels
@@ -195,11 +205,18 @@ class BatchActivities:
         self.on_step = on_step  # e.g. a signal to the job's workflow, so its progress query shows the step
         self.engine_config = engine_config  # None: the classic engine only
         self._engine_gate = threading.BoundedSemaphore(engine_threads) if engine_threads is not None else None
+        self.sr_processes = sr_processes
 
     def ungated(self) -> "BatchActivities":
         """These activities without the engine gate, for a pool whose every thread may enhance at once."""
         clone = copy.copy(self)
         clone._engine_gate = None
+        return clone
+
+    def with_sr_processes(self, sr_processes: SuperResolutionProcesses | None) -> "BatchActivities":
+        """These activities enlarging with the network in the given child processes."""
+        clone = copy.copy(self)
+        clone.sr_processes = sr_processes
         return clone
 
     # Cancellation is cooperative (checkpoints), never an exception thrown into the thread at an arbitrary point,
@@ -261,16 +278,10 @@ class BatchActivities:
                 "The original image is missing from storage", type=MISSING_ORIGINAL_ERROR, non_retryable=True
             ) from exc
         long_side = TIERS[Tier(claim.tier)].long_side
-        config = self.engine_config
-        tiled = config is not None and needs_super_resolution(claim.width, claim.height, long_side, config)
-        with self._engine_thread():
-            checkpoint("enhancing")
-            try:
-                enhanced = enhance_image(
-                    original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled)
-                )
-            except InvalidImageError as exc:
-                raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
+        try:
+            enhanced = self._run_engine(original, long_side, claim)
+        except InvalidImageError as exc:
+            raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
         checkpoint("storing the result")  # the last point where a cancel stops this job
         key = enhanced_key(job_id)
         self.storage.put(key, enhanced.data)
@@ -280,6 +291,25 @@ class BatchActivities:
             self.storage.delete(key)
             return self._result_of(job_id)
         return completed
+
+    def _run_engine(self, original: bytes, long_side: int, claim: _Claim) -> EnhancedImage:
+        """The network's images in a child process, whose tiles this thread relays as checkpoints while it waits
+        (so heartbeats and cancels never wait for a tile); the others on this thread, one of the engine's."""
+        config = self.engine_config
+        tiled = config is not None and needs_super_resolution(claim.width, claim.height, long_side, config)
+        if tiled and self.sr_processes is not None:
+            checkpoint("enhancing")
+            return self.sr_processes.enhance(
+                original,
+                long_side,
+                self.max_image_pixels,
+                on_progress=_steps(tiled),
+                on_wait=checkpoint,
+                wait_interval=self.heartbeat_interval,
+            )
+        with self._engine_thread():
+            checkpoint("enhancing")
+            return enhance_image(original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled))
 
     @contextmanager
     def _engine_thread(self) -> Iterator[None]:

@@ -21,7 +21,7 @@ from api.routes import albums, batch_events, batches, deletion, downloads, image
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
-from services.batches import engine_config, verify_super_resolution
+from services.batches import engine_config, super_resolution_processes, verify_super_resolution
 from services.deployment import claim_storage_if_reachable
 from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
@@ -110,6 +110,8 @@ def create_app(
         if settings.execution_mode == "direct":  # this process enhances: its SR settings must run here
             verify_super_resolution(settings)
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
+        # Direct mode runs batches here: the network in child processes (started on first use), as a worker does.
+        processes = super_resolution_processes(settings) if settings.execution_mode == "direct" else None
         activities = BatchActivities(
             engine,
             store,
@@ -117,6 +119,7 @@ def create_app(
             settings.activity_heartbeat_interval_seconds,
             settings.activity_progress_interval_seconds,
             engine_config=engine_config(settings),
+            sr_processes=processes,
         )
         client = await _temporal_client(settings)
         launcher: BatchLauncher = MeteredLauncher(_make_launcher(settings, client, activities, executor))
@@ -144,6 +147,8 @@ def create_app(
                 reconciler.cancel()
             await launcher.aclose()
             executor.shutdown(wait=True, cancel_futures=True)
+            if processes is not None:
+                processes.close()
             engine.dispose()
 
     app = FastAPI(

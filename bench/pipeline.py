@@ -8,7 +8,9 @@ In one run, on one throwaway PostgreSQL database and one Temporal dev server (st
    order rotates), so drift in the machine's load hits all of them alike.
 2. The API: `POST /api/albums/{id}/enhance` and `GET /api/me` latency at 1, 8 and 32 closed-loop clients, the API
    in its own process (Temporal mode, no worker on its task queue, so no image work competes for the CPU), the
-   load generator's and the API's CPU reported beside each figure.
+   load generator's and the API's CPU reported beside each figure. Then the same with a worker process serving the
+   API's task queues, as `make dev` runs them: each enhance request's batch (one small photo the network enlarges)
+   is enhanced while the clients keep enhancing, so the worker and its SR processes are busy all along.
 
 At the end every user's balance must equal the sum of their ledger, and every batch of part 1 must be COMPLETED.
 Results: bench/results/pipeline.json and pipeline.md.
@@ -22,6 +24,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -41,7 +44,7 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
-from bench.load import LoadResult, json_request, percentile, run_load
+from bench.load import Request, json_request, percentile, run_load
 from bench.photos import photo_like_jpeg
 from bench.throwaway import throwaway_database
 from core.config import Settings
@@ -75,7 +78,10 @@ TARGETS = {
     "enhance_p50_ms_1_client": 30.0,
     "enhance_p99_ms_32_clients": 100.0,
     "me_p99_ms_32_clients": 50.0,
+    "enhance_p99_ms_32_clients_worker_busy": 1000.0,
+    "me_p95_ms_1_client_worker_busy": 100.0,
 }
+BUSY_LEVELS = (1, 32)  # clients, with the worker busy
 
 
 @dataclass(frozen=True)
@@ -261,18 +267,24 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextmanager
-def api_process(stack: Stack, port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`album-enhance api` in its own process, on a task queue no worker serves (starts only)."""
-    env = os.environ | {
+def service_env(stack: Stack, port: int, task_queue: str) -> dict[str, str]:
+    """The environment of the API and worker processes of part 2, on their own task queues."""
+    return os.environ | {
         "DATABASE_URL": stack.settings.database_url,
         "STORAGE_DIR": str(stack.settings.storage_dir),
         "EXECUTION_MODE": "temporal",
         "TEMPORAL_ADDRESS": stack.settings.temporal_address,
-        "TASK_QUEUE": f"bench-latency-{uuid.uuid4().hex[:8]}",
+        "TASK_QUEUE": task_queue,
+        "SR_TASK_QUEUE": f"{task_queue}-sr",
         "API_PORT": str(port),
         "RATE_LIMIT_REQUESTS": "1000000000",  # the counter still runs on every request; it just never refuses
     }
+
+
+@contextmanager
+def api_process(stack: Stack, port: int, task_queue: str | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    """`album-enhance api` in its own process; by default on a task queue no worker serves (starts only)."""
+    env = service_env(stack, port, task_queue or f"bench-latency-{uuid.uuid4().hex[:8]}")
     process = subprocess.Popen(
         [sys.executable, "-m", "cli", "api"], cwd=PROJECT_ROOT, env=env, stdout=subprocess.DEVNULL
     )
@@ -292,10 +304,35 @@ def api_process(stack: Stack, port: int) -> Iterator[subprocess.Popen[bytes]]:
         process.wait(timeout=30)
 
 
+@contextmanager
+def worker_process(stack: Stack, task_queue: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`album-enhance worker` in its own process, serving the task queues of an API started on `task_queue`, with
+    the service's default sizing (SR_PROCESSES: the cores)."""
+    env = service_env(stack, free_port(), task_queue)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli", "worker"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # a clean stop; its SR processes are in its session
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 async def measure_latency(stack: Stack, rounds: int, seconds: float) -> dict[str, dict[int, list[dict[str, Any]]]]:
     """Enhance and GET /api/me at each client level, `rounds` times, the levels interleaved; and, at 1 and 32
-    clients, bare workflow starts (what bounds enhance)."""
-    tiny = photo_like_jpeg(96, 64, seed=3)
+    clients, bare workflow starts (what bounds enhance). Then enhance and GET /api/me at BUSY_LEVELS while a worker
+    process enhances the batches the clients start."""
+    tiny = photo_like_jpeg(96, 64, seed=3)  # to TIER_1K: the network enlarges it (three 2x passes)
     clients = []
     for _ in range(max(CLIENT_LEVELS)):
         user_id, api_key = make_user(stack.engine, tokens=10_000_000)
@@ -314,18 +351,35 @@ async def measure_latency(stack: Stack, rounds: int, seconds: float) -> dict[str
         for round_number in range(rounds):
             for level in CLIENT_LEVELS:
                 for name, next_request in requests.items():
-                    api_cpu = process_cpu_seconds(api.pid)
-                    result = await run_load("127.0.0.1", port, level, seconds, next_request)
-                    row = asdict(result) | {
-                        "api_cpu_cores": round((process_cpu_seconds(api.pid) - api_cpu) / seconds, 2)
-                    }
-                    results[name][level].append(row)
-                    _print_load(round_number, name, result, row["api_cpu_cores"])
+                    results[name][level].append(await _measure_load(api.pid, port, level, seconds, next_request))
+                    _print_load(round_number, name, results[name][level][-1])
                 if level in results["workflow_start_only"]:
                     starts = await measure_start_ceiling(stack.client, level, seconds)
                     results["workflow_start_only"][level].append(starts)
                     print(f"  round {round_number + 1} workflow starts alone x{level}: {starts}", flush=True)
+    busy_queue = f"bench-busy-{uuid.uuid4().hex[:8]}"
+    busy_port = free_port()
+    for name in requests:
+        results[f"{name}_worker_busy"] = {n: [] for n in BUSY_LEVELS}
+    with api_process(stack, busy_port, busy_queue) as api, worker_process(stack, busy_queue):
+        # A backlog of batches first, so that the worker and its SR processes are busy from the first sample on.
+        await run_load("127.0.0.1", busy_port, 8, 3.0, requests["enhance"])
+        await run_load("127.0.0.1", busy_port, 4, 1.0, requests["me"])
+        for round_number in range(rounds):
+            for level in BUSY_LEVELS:
+                for name, next_request in requests.items():
+                    row = await _measure_load(api.pid, busy_port, level, seconds, next_request)
+                    results[f"{name}_worker_busy"][level].append(row)
+                    _print_load(round_number, f"{name} (worker busy)", row)
     return results
+
+
+async def _measure_load(
+    api_pid: int, port: int, level: int, seconds: float, next_request: Callable[[int], Request]
+) -> dict[str, Any]:
+    api_cpu = process_cpu_seconds(api_pid)
+    result = await run_load("127.0.0.1", port, level, seconds, next_request)
+    return asdict(result) | {"api_cpu_cores": round((process_cpu_seconds(api_pid) - api_cpu) / seconds, 2)}
 
 
 async def measure_start_ceiling(client: Client, clients: int, seconds: float) -> dict[str, float]:
@@ -352,10 +406,11 @@ async def measure_start_ceiling(client: Client, clients: int, seconds: float) ->
     }
 
 
-def _print_load(round_number: int, name: str, r: LoadResult, api_cores: float) -> None:
+def _print_load(round_number: int, name: str, row: dict[str, Any]) -> None:
     print(
-        f"  round {round_number + 1} {name} x{r.clients}: p50 {r.p50_ms} p95 {r.p95_ms} p99 {r.p99_ms} ms, "
-        f"{r.requests_per_second}/s, {r.errors} errors, generator {r.generator_cpu_cores} / API {api_cores} cores",
+        f"  round {round_number + 1} {name} x{row['clients']}: p50 {row['p50_ms']} p95 {row['p95_ms']} "
+        f"p99 {row['p99_ms']} ms, {row['requests_per_second']}/s, {row['errors']} errors, generator "
+        f"{row['generator_cpu_cores']} / API {row['api_cpu_cores']} cores",
         flush=True,
     )
 
@@ -440,6 +495,8 @@ def verdicts(batches: dict[str, Any], latency: dict[str, Any]) -> dict[str, dict
         "enhance_p50_ms_1_client": latency["enhance"]["1"]["p50_ms"]["median"],
         "enhance_p99_ms_32_clients": latency["enhance"]["32"]["p99_ms"]["median"],
         "me_p99_ms_32_clients": latency["me"]["32"]["p99_ms"]["median"],
+        "enhance_p99_ms_32_clients_worker_busy": latency["enhance_worker_busy"]["32"]["p99_ms"]["median"],
+        "me_p95_ms_1_client_worker_busy": latency["me_worker_busy"]["1"]["p95_ms"]["median"],
     }
     out = {}
     for name, target in TARGETS.items():
@@ -500,7 +557,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         "Closed loop: each client sends its next request when the previous answer arrives. Enhance: 1 image at "
         "TIER_1K, `skipAlreadyEnhanced: false` (a charge, a batch and a workflow start every time), one album per "
-        "client. CPU in cores (CPU seconds per second) of the load generator and of the API process.",
+        "client. CPU in cores (CPU seconds per second) of the load generator and of the API process. `_worker_busy`: "
+        "a worker process serves the API's task queues meanwhile (as in `make dev`) and enhances the batches the "
+        "clients start (each a 96 x 64 photo the network enlarges to TIER_1K), its SR processes on every core.",
         "",
         "| endpoint | clients | p50 | p95 | p99 | requests/s | generator CPU | API CPU | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -534,7 +593,8 @@ def render_markdown(summary: dict[str, Any]) -> str:
         "",
         f"Money: balance = sum(ledger) held for all {money['users_checked']} users at the end; all "
         f"{money['pipeline_jobs_completed']} jobs of the batch runs COMPLETED; the latency runs charged "
-        f"{money['api_batches_charged']} batches (started, never run: no worker serves their task queue).",
+        f"{money['api_batches_charged']} batches left RUNNING (no worker serves their task queue, or the busy "
+        "worker had not reached them when it stopped).",
         "",
     ]
     return "\n".join(lines)

@@ -1,5 +1,7 @@
 """The one settings object of the service, read from environment variables."""
 
+import math
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -9,6 +11,20 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Connections kept beside the admitted requests: one for the readiness probe, one for the reconciler.
 RESERVED_CONNECTIONS = 2
+# Heartbeat intervals that must fit in the heartbeat timeout.
+HEARTBEATS_PER_TIMEOUT = 4
+
+
+def available_cores() -> int:
+    """The cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (containers)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, math.ceil(int(quota) / int(period))))
 
 
 class Settings(BaseSettings):
@@ -88,6 +104,19 @@ class Settings(BaseSettings):
         return self.db_pool_size if self.db_pool_size is not None else self.connections_needed
 
     @model_validator(mode="after")
+    def _heartbeats_fit_their_timeout(self) -> "Settings":
+        # The worker sends a heartbeat every interval from a thread that waits on nothing else (the network runs
+        # in child processes): a few intervals of scheduling delay must fit in the timeout, on a loaded machine.
+        if self.activity_heartbeat_timeout_seconds < HEARTBEATS_PER_TIMEOUT * self.activity_heartbeat_interval_seconds:
+            raise ValueError(
+                f"ACTIVITY_HEARTBEAT_TIMEOUT_SECONDS must be at least {HEARTBEATS_PER_TIMEOUT} x "
+                "ACTIVITY_HEARTBEAT_INTERVAL_SECONDS"
+            )
+        if self.sr_tile_seconds <= self.activity_heartbeat_interval_seconds:
+            raise ValueError("SR_TILE_SECONDS must be longer than ACTIVITY_HEARTBEAT_INTERVAL_SECONDS")
+        return self
+
+    @model_validator(mode="after")
     def _pool_covers_concurrency(self) -> "Settings":
         if self.pool_size + self.db_max_overflow < self.connections_needed:
             raise ValueError(
@@ -114,11 +143,24 @@ class Settings(BaseSettings):
     sr_noise: int | None = None
     sr_noise_auto: bool | None = None
     # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
-    # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does). SR_WORKERS images
-    # run at once per worker process (the network holds Python's lock for a whole tile: one is right on a CPU).
+    # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does).
     sr_task_queue: str = "album-enhance-sr"
-    sr_workers: int = Field(default=1, ge=1)
-    sr_activity_start_to_close_seconds: float = 1800.0
+    # The network runs in SR_PROCESSES child processes per worker (and per API process in direct mode), one image
+    # each at a time: SR images run that many at once per worker, each on one core (SR_THREADS ncnn threads).
+    # A child is recycled after SR_PROCESS_MAX_IMAGES images or once above SR_PROCESS_MAX_RSS_MB resident after
+    # an image.
+    sr_processes: int = Field(default_factory=lambda: available_cores(), ge=1)
+    sr_process_max_images: int = Field(default=200, ge=1)
+    sr_process_max_rss_mb: int = Field(default=1024, ge=64)
+    # The longest one tile may take on the busiest machine a worker runs on. A child that reports no tile for
+    # this long is taken for hung (killed; the image is retried in a fresh one), and an SR image's activity may
+    # run a child's start-up plus its tiles and a few more (decoding, encoding) times this. A cancelled child that
+    # has not reached its next tile after SR_CANCEL_GRACE_SECONDS is killed.
+    sr_tile_seconds: float = Field(default=30.0, gt=0)
+    sr_cancel_grace_seconds: float = Field(default=2.0, gt=0)
+    # An SR image's time limit when its workflow input carries none of its own (a batch started by a version
+    # before per-image limits); every new batch's SR images get theirs from their tiles and SR_TILE_SECONDS.
+    sr_activity_start_to_close_seconds: float = Field(default=1800.0, gt=0)
     worker_queues: list[str] = Field(default_factory=list)
 
     # The web app and the API it uses: how often the event stream looks at the database, how often it sends a

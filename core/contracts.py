@@ -19,7 +19,8 @@ class RetrySettings:
     max_interval_seconds: float
     heartbeat_timeout_seconds: float
     start_to_close_seconds: float
-    sr_start_to_close_seconds: float  # an image the network enlarges may take minutes on a CPU
+    # For an image the network enlarges when its input has no time of its own (sr_job_seconds).
+    sr_start_to_close_seconds: float
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class BatchEnhanceInput:
     # Jobs whose image the super-resolution network will enlarge, and the task queue their activity runs on.
     sr_job_ids: list[str] = field(default_factory=list)
     sr_task_queue: str | None = None
+    # How long each of those jobs' activity may run (start to close): its tiles times the time a tile may take.
+    sr_job_seconds: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

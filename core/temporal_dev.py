@@ -28,10 +28,21 @@ def search_attribute_keys() -> list[SearchAttributeKey[str]]:
     return [SearchAttributeKey.for_keyword(name) for name in SearchAttribute]
 
 
+# Server settings the batches rely on. Eager activity dispatch: the workflow task that schedules an image hands it
+# straight to the worker that completed it, saving a trip through the task queue per image. Fairness: a task queue
+# dispatches the fairness keys the batches carry (their users) in turn, not in arrival order; it holds within a
+# partition of a task queue, and one server process gains nothing from more than one.
+DYNAMIC_CONFIG = {
+    "system.enableActivityEagerExecution": "true",
+    "matching.enableFairness": "true",
+    "matching.numTaskqueueReadPartitions": "1",
+    "matching.numTaskqueueWritePartitions": "1",
+}
+
+
 def dynamic_config_args() -> list[str]:
-    """Server settings the batches rely on for speed: eager activity dispatch (the workflow task that schedules an
-    image hands it straight to the worker that completed it, saving a trip through the task queue per image)."""
-    return ["--dynamic-config-value", "system.enableActivityEagerExecution=true"]
+    """DYNAMIC_CONFIG as the dev server's command-line arguments."""
+    return [arg for key, value in DYNAMIC_CONFIG.items() for arg in ("--dynamic-config-value", f"{key}={value}")]
 
 
 # The dev server's own SQLite file: a write-ahead log, synced at checkpoints rather than at every commit. Every

@@ -17,14 +17,18 @@ from imaging.config import EngineConfig  # noqa: E402
 from imaging.enhance import EnhancedImage, Progress, enhance_image, needs_super_resolution  # noqa: E402
 from imaging.errors import InvalidImageError  # noqa: E402
 from imaging.probe import ImageInfo, probe_image  # noqa: E402
+from imaging.processes import EngineProcessError, ProcessLimits, SuperResolutionProcesses  # noqa: E402
 from imaging.sr import SuperResolutionUnavailableError  # noqa: E402
 
 __all__ = [
     "EngineConfig",
+    "EngineProcessError",
     "EnhancedImage",
     "ImageInfo",
     "InvalidImageError",
+    "ProcessLimits",
     "Progress",
+    "SuperResolutionProcesses",
     "SuperResolutionUnavailableError",
     "enhance_image",
     "needs_super_resolution",

@@ -13,7 +13,7 @@ from core.errors import StartupRefused
 from core.vocabulary import TIERS, Tier
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
-from imaging import SuperResolutionUnavailableError, sr
+from imaging import ProcessLimits, SuperResolutionProcesses, SuperResolutionUnavailableError, sr
 from imaging.config import EngineConfig, wants_super_resolution
 
 if TYPE_CHECKING:
@@ -40,6 +40,12 @@ RETRY_SETTING_OF = {
     "sr_start_to_close_seconds": "sr_activity_start_to_close_seconds",
 }
 ENGINE_SETTING_OF = {"engine": "enhance_engine"}
+
+# A fresh SR process (an interpreter importing the engine) starts well within this on a loaded machine, and then
+# runs a warm-up tile. Beside its tiles, an SR image decodes, finishes and encodes: together never more than the
+# time of SR_OVERHEAD_TILES tiles, the warm-up included.
+SR_START_SECONDS = 60.0
+SR_OVERHEAD_TILES = 3
 
 
 def retry_settings(settings: Settings) -> RetrySettings:
@@ -99,6 +105,23 @@ def verify_super_resolution(settings: Settings) -> None:
         raise StartupRefused(str(exc)) from None
 
 
+def super_resolution_processes(settings: Settings) -> SuperResolutionProcesses | None:
+    """The child processes that run the network (started on first use), or None where it never runs: the classic
+    engine, or auto without the runtime."""
+    config = engine_config(settings)
+    if config.engine == "classic" or (config.engine == "auto" and sr.unavailable_reason(config) is not None):
+        return None
+    limits = ProcessLimits(
+        processes=settings.sr_processes,
+        start_timeout_seconds=SR_START_SECONDS + settings.sr_tile_seconds,
+        stall_seconds=settings.sr_tile_seconds,
+        cancel_grace_seconds=settings.sr_cancel_grace_seconds,
+        max_images=settings.sr_process_max_images,
+        max_rss_mb=settings.sr_process_max_rss_mb,
+    )
+    return SuperResolutionProcesses(config, limits)
+
+
 def jobs_of(session: Session, batch_id: str) -> list[EnhancementJob]:
     """The batch's jobs in processing order."""
     return list(
@@ -126,6 +149,7 @@ def _kept(row_id: str | None) -> str:
 
 def input_for(batch: Batch, jobs: list[EnhancementJob], images: list[Image], settings: Settings) -> BatchEnhanceInput:
     """The workflow input of a batch whose jobs (in processing order) and images are at hand."""
+    sr_seconds = super_resolution_jobs(jobs, images, settings)
     return BatchEnhanceInput(
         batch_id=batch.id,
         album_id=_kept(batch.album_id),
@@ -134,20 +158,27 @@ def input_for(batch: Batch, jobs: list[EnhancementJob], images: list[Image], set
         job_ids=[job.id for job in jobs],
         image_ids=[_kept(job.image_id) for job in jobs],
         retry=retry_settings(settings),
-        sr_job_ids=super_resolution_jobs(jobs, images, settings),
+        sr_job_ids=list(sr_seconds),
         sr_task_queue=settings.sr_task_queue,
+        sr_job_seconds=sr_seconds,
     )
 
 
-def super_resolution_jobs(jobs: list[EnhancementJob], images: list[Image], settings: Settings) -> list[str]:
-    """The jobs whose image the network will enlarge (from the stored size and the tier; nothing decoded)."""
+def super_resolution_jobs(jobs: list[EnhancementJob], images: list[Image], settings: Settings) -> dict[str, float]:
+    """The jobs whose image the network will enlarge (from the stored size and the tier; nothing decoded), each
+    with the time its activity may take: a fresh SR process's start, and its tiles and a few more times
+    SR_TILE_SECONDS."""
     config = engine_config(settings)
     sizes = {image.id: (image.width, image.height) for image in images}
-    return [
-        job.id
-        for job in jobs
-        if wants_super_resolution(*sizes[_kept(job.image_id)], TIERS[Tier(job.tier)].long_side, config)
-    ]
+    seconds = {}
+    for job in jobs:
+        width, height = sizes[_kept(job.image_id)]
+        long_side = TIERS[Tier(job.tier)].long_side
+        if wants_super_resolution(width, height, long_side, config):
+            passes = sr.plan_passes(max(width, height), long_side, config.sr_min_scale)
+            tiles = sr.count_tiles(width, height, passes, config.sr_tile_size)
+            seconds[job.id] = SR_START_SECONDS + (tiles + SR_OVERHEAD_TILES) * settings.sr_tile_seconds
+    return seconds
 
 
 def mark_started(session: Session, batch_id: str) -> None:

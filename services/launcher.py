@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.common import (
+    Priority,
     SearchAttributeKey,
     SearchAttributePair,
     TypedSearchAttributes,
@@ -71,6 +72,13 @@ def search_attributes(inp: BatchEnhanceInput) -> TypedSearchAttributes:
     return TypedSearchAttributes(pairs)
 
 
+def batch_priority(inp: BatchEnhanceInput) -> Priority:
+    """Turns are fair between users: each user's workflow and image tasks share one fairness key (inherited by
+    every activity of the batch), so a task queue dispatches users in turn, however many images one of them has
+    waiting, instead of in arrival order."""
+    return Priority(fairness_key=inp.user_id)
+
+
 class TemporalLauncher:
     """Runs each batch as a BatchEnhanceWorkflow whose id is the batch id; commands are its signals."""
 
@@ -93,6 +101,7 @@ class TemporalLauncher:
                     search_attributes=search_attributes(inp),
                     static_summary=f"Enhance {len(inp.job_ids)} image(s) of album {inp.album_id} at {inp.tier}",
                     static_details=f"User {inp.user_id}, batch {inp.batch_id}",
+                    priority=batch_priority(inp),
                 ),
                 timeout=self.start_timeout,
             )

@@ -87,7 +87,7 @@ class BatchEnhanceWorkflow:
 
     async def enhance(self, job: JobRef) -> Outcome:
         inp = self._inp
-        # Images the network enlarges run where their workers are, with time for minutes of work.
+        # Images the network enlarges run where their workers are, with time for their tiles.
         heavy = job.job_id in inp.sr_job_ids and inp.sr_task_queue is not None
         self._enhancing = workflow.start_activity(
             Activity.PROCESS_JOB,
@@ -95,7 +95,9 @@ class BatchEnhanceWorkflow:
             result_type=ProcessJobResult,
             task_queue=inp.sr_task_queue if heavy else None,
             start_to_close_timeout=timedelta(
-                seconds=inp.retry.sr_start_to_close_seconds if heavy else inp.retry.start_to_close_seconds
+                seconds=inp.sr_job_seconds.get(job.job_id, inp.retry.sr_start_to_close_seconds)
+                if heavy
+                else inp.retry.start_to_close_seconds
             ),
             heartbeat_timeout=timedelta(seconds=inp.retry.heartbeat_timeout_seconds),
             retry_policy=RetryPolicy(

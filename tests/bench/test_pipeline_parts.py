@@ -43,11 +43,14 @@ def test_a_summary_is_rendered_with_its_targets() -> None:
             "enhance": {1: [row], 8: [row], 32: [row]},
             "me": {1: [row], 8: [row], 32: [row]},
             "workflow_start_only": {1: [starts], 32: [starts]},
+            "enhance_worker_busy": {1: [row], 32: [row]},
+            "me_worker_busy": {1: [row], 32: [row]},
         }
     )
     targets = verdicts(batches, latency)
     assert targets["enhance_p50_ms_1_client"] == {"measured": 10.0, "target": 30.0, "met": True}
     assert targets["fraction_of_ceiling_5x20x2k"]["met"] is False  # 1.0/1.5 and 1.1/1.4 of the ceiling
+    assert targets["enhance_p99_ms_32_clients_worker_busy"] == {"measured": 30.0, "target": 1000.0, "met": True}
     meta = {"rounds": 2, "cpu_count": 2, "python": "3", "image_workers": 2}
     meta |= {"load_average_before": 1.0, "load_average_after": 2.0}
     money = {"users_checked": 3, "pipeline_jobs_completed": 40, "api_batches_charged": 5}
@@ -55,4 +58,5 @@ def test_a_summary_is_rendered_with_its_targets() -> None:
     markdown = render_markdown(summary)
     assert "| 20x1K | 1.05 (1.0–1.1) | 1.25 (1.2–1.3) | 1.45 (1.4–1.5) |" in markdown
     assert "| enhance | 32 | 10.0 (10.0–10.0) |" in markdown and "| 32 | 50.0 (50.0–50.0) |" in markdown
+    assert "| enhance_worker_busy | 32 | 10.0 (10.0–10.0) |" in markdown
     assert "noisy" in markdown and "balance = sum(ledger) held for all 3 users" in markdown

@@ -8,10 +8,10 @@ from sqlmodel import col
 
 from db.models import Batch, BatchStatus, EnhancementJob, JobStatus, Tier
 from db.session import session_scope
-from services.batches import close_unstarted
+from services.batches import SR_OVERHEAD_TILES, SR_START_SECONDS, close_unstarted, input_for
 from services.enhance import new_batch_id
 from storage.local import LocalStorage
-from tests.conftest import engine_for
+from tests.conftest import engine_for, make_settings
 from tests.db_helpers import assert_balance_matches_ledger, balance, jobs_of_batch
 from tests.factories import charge_batch, make_album, make_images, make_user
 
@@ -66,3 +66,21 @@ def test_closing_an_unstarted_batch_never_refunds_a_job_in_processing(db_url: st
     with session_scope(engine) as session:
         assert close_unstarted(session, batch_id, BatchStatus.CANCELLED, "again") == 0
     assert_balance_matches_ledger(engine, user.id)
+
+
+def test_an_sr_image_may_run_for_its_tiles_times_the_tile_time(db_url: str, tmp_path: Path) -> None:
+    engine = engine_for(db_url)
+    storage = LocalStorage(tmp_path)
+    user = make_user(engine, tokens=100)
+    album = make_album(engine, user)
+    make_images(engine, storage, album, 2)  # 96 x 64 as stored: TIER_1K enlarges them 10.7x
+    settings = make_settings(db_url, storage, enhance_engine="auto", sr_tile_seconds=7.0)
+    with session_scope(engine) as session:
+        planned = charge_batch(session, user.id, album)
+        assert planned.batch is not None
+        inp = input_for(planned.batch, planned.jobs, planned.to_enhance, settings)
+        classic = input_for(planned.batch, planned.jobs, planned.to_enhance, make_settings(db_url, storage))
+    # 96 x 64 to 1024: passes from 96 x 64, 192 x 128 and 384 x 256, in 128-px tiles: 1 + 2 + 6 = 9 tiles.
+    assert inp.sr_job_ids == [job.id for job in planned.jobs]
+    assert inp.sr_job_seconds == {job.id: SR_START_SECONDS + (9 + SR_OVERHEAD_TILES) * 7.0 for job in planned.jobs}
+    assert classic.sr_job_ids == [] and classic.sr_job_seconds == {}

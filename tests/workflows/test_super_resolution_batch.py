@@ -11,7 +11,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from core.vocabulary import Activity, BatchStatus, JobStatus
 from storage.local import LocalStorage
-from tests.conftest import Harness, eventually, temporal_stack
+from tests.conftest import Harness, LiveServer, engine_for, eventually, make_settings, temporal_stack
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, refunds_for_job
 from tests.factories import FIXTURES, UserWithKey, make_album, make_user
 from workflows.batch_enhance import BatchEnhanceWorkflow
@@ -47,6 +47,22 @@ async def enhance(h: Harness, user: UserWithKey, album: str, tier: str) -> str:
         response = await http.post(f"/api/albums/{album}/enhance", headers=user.headers, json={"tier": tier})
     assert response.status_code == 200, response.text
     return str(response.json()["batchId"])
+
+
+def at_a_tile(h: Harness, batch_id: str) -> bool:
+    step = jobs_of_batch(h.engine, batch_id)[0].progress
+    return step is not None and step.startswith("tile ")
+
+
+def assert_stopped_between_tiles_and_refunded(h: Harness, user: UserWithKey, batch_id: str) -> None:
+    """The first image stopped between tiles (its last step a tile short of the end, no result stored), and both
+    images were refunded once."""
+    jobs = jobs_of_batch(h.engine, batch_id)
+    done, _, total = (jobs[0].progress or "").removeprefix("tile ").partition(" of ")
+    assert int(done) < int(total) and jobs[0].enhanced_key is None
+    assert all(refunds_for_job(h.engine, job.id) == 1 for job in jobs)
+    assert balance(h.engine, user.id) == 100
+    assert_balance_matches_ledger(h.engine, user.id)
 
 
 async def image_task_queues(h: Harness, batch_id: str) -> list[str]:
@@ -94,11 +110,7 @@ async def test_a_cancel_lands_at_the_next_tile(
         handle = h.temporal.get_workflow_handle_for(BatchEnhanceWorkflow.run, batch_id)
         first = jobs_of_batch(h.engine, batch_id)[0].id
 
-        def at_a_tile() -> bool:
-            step = jobs_of_batch(h.engine, batch_id)[0].progress
-            return step is not None and step.startswith("tile ")
-
-        await eventually(at_a_tile, within=60, interval=0.02)
+        await eventually(lambda: at_a_tile(h, batch_id), within=60, interval=0.02)
         progress = await handle.query(BatchEnhanceWorkflow.progress)
         assert progress.current_job_id == first
         async with h.async_http() as http:
@@ -107,10 +119,38 @@ async def test_a_cancel_lands_at_the_next_tile(
         result = await handle.result()
 
         assert (result.status, result.completed, result.cancelled, result.tokens_refunded) == ("CANCELLED", 0, 2, 10)
-        jobs = jobs_of_batch(h.engine, batch_id)
-        # It stopped between tiles: its last step is a tile short of the end, and no result was stored.
-        done, _, total = (jobs[0].progress or "").removeprefix("tile ").partition(" of ")
-        assert int(done) < int(total) and jobs[0].enhanced_key is None
-        assert all(refunds_for_job(h.engine, job.id) == 1 for job in jobs)
-        assert balance(h.engine, user.id) == 100
-        assert_balance_matches_ledger(h.engine, user.id)
+        assert_stopped_between_tiles_and_refunded(h, user, batch_id)
+
+
+async def test_two_batches_enlarge_at_the_same_time_in_two_processes(
+    temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path / "storage")
+    settings = SR_SETTINGS | {"sr_processes": 2}
+    async with temporal_stack(temporal_env.client, primary_db_url, storage, None, **settings) as h:
+        # 200x150 to 1K: two passes over 150 tiles of 32 px, seconds of work for each image.
+        albums = [await album_with_photos(h, [(200, 150)]) for _ in range(2)]
+        batches = [await enhance(h, user, album, "TIER_1K") for user, album in albums]
+        await eventually(lambda: all(batch_row(h.engine, b).status == BatchStatus.COMPLETED for b in batches), 300)
+        first, second = (jobs_of_batch(h.engine, b)[0] for b in batches)
+        assert first.started_at and first.finished_at and second.started_at and second.finished_at
+        # Each started before the other finished: both enlarged at once, each in a process of its own.
+        assert first.started_at < second.finished_at and second.started_at < first.finished_at
+
+
+async def test_direct_mode_enlarges_in_processes_too_and_a_cancel_lands_at_the_next_tile(
+    primary_db_url: str, tmp_path: Path
+) -> None:
+    storage = LocalStorage(tmp_path / "storage")
+    settings = make_settings(primary_db_url, storage, direct_poll_interval_seconds=0.05, **SR_SETTINGS)
+    with LiveServer(settings, storage=storage) as api:
+        h = Harness(settings, engine_for(primary_db_url), storage, api)
+        user, album = await album_with_photos(h, [(600, 400), (600, 400)])
+        batch_id = await enhance(h, user, album, "TIER_2K")
+
+        await eventually(lambda: at_a_tile(h, batch_id), within=60, interval=0.02)
+        async with h.async_http() as http:
+            assert (await http.post(f"/api/batches/{batch_id}/cancel", headers=user.headers)).status_code == 202
+        await eventually(lambda: batch_row(h.engine, batch_id).status == BatchStatus.CANCELLED, within=60)
+        await eventually(lambda: all(j.status == JobStatus.CANCELLED for j in jobs_of_batch(h.engine, batch_id)))
+        assert_stopped_between_tiles_and_refunded(h, user, batch_id)
