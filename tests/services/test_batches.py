@@ -74,7 +74,7 @@ def test_an_sr_image_may_run_for_its_tiles_times_the_tile_time(db_url: str, tmp_
     user = make_user(engine, tokens=100)
     album = make_album(engine, user)
     make_images(engine, storage, album, 2)  # 96 x 64 as stored: TIER_1K enlarges them 10.7x
-    settings = make_settings(db_url, storage, enhance_engine="auto", sr_tile_seconds=7.0)
+    settings = make_settings(db_url, storage, enhance_engine="auto", sr_tile_seconds=7.0, sr_tile_size=128)
     with session_scope(engine) as session:
         planned = charge_batch(session, user.id, album)
         assert planned.batch is not None

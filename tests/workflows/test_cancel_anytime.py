@@ -292,12 +292,18 @@ async def test_temporal_randomized_cancels_all_take_effect(
     temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
 ) -> None:
     """24 cancels by random paths at random moments over real batches: every cancel that reaches the workflow
-    before it decided to finish takes effect (the history tells when it arrived)."""
+    before it decided to finish takes effect (the history tells when it arrived).
+
+    Half of the batches hold their last image (never released), so they cannot finish first whatever the machine's
+    speed: at least those 12 cancels must take effect, which keeps the test from passing vacuously on a loaded
+    machine where every free-running batch may finish before its cancel arrives."""
     rng = random.Random(20261127)
     async with temporal_stack(temporal_env.client, primary_db_url, GatedStorage(tmp_path / "s")) as h:
 
-        async def one() -> str:
-            user, album, _ = make_album_with_images(h.engine, h.storage, 4, tokens=TOKENS)
+        async def one(held: bool) -> str:
+            user, album, image_ids = make_album_with_images(h.engine, h.storage, 4, tokens=TOKENS)
+            if held:
+                gated(h).gate(original_key_of(h.engine, image_ids[-1]))
             batch_id = await start(h, user, album)
             path = rng.choice(PATHS)
             await asyncio.sleep(rng.uniform(0, 0.6))  # the random moment is the point of this test
@@ -311,6 +317,7 @@ async def test_temporal_randomized_cancels_all_take_effect(
                 expect_workflow(path, status, result)
                 return "cancelled"
             # Not cancelled: only allowed if the cancel reached the workflow after it had decided to finish.
+            assert not held, (path, answer)
             assert batch_row(h.engine, batch_id).status == BatchStatus.COMPLETED, (path, answer)
             assert all(job.status == JobStatus.COMPLETED for job in jobs)
             assert await cancel_came_after_finish(h, batch_id), (path, answer)
@@ -318,7 +325,7 @@ async def test_temporal_randomized_cancels_all_take_effect(
 
         outcomes = []
         for _ in range(6):
-            outcomes += await asyncio.gather(*(one() for _ in range(4)))
+            outcomes += await asyncio.gather(*(one(held) for held in (True, False, True, False)))
         assert len(outcomes) == 24 and outcomes.count("cancelled") >= 12, outcomes
 
 
