@@ -181,6 +181,7 @@ def test_notices_zoom_and_the_ledger_at_phone_width(primary_db_url: str, tmp_pat
             assert problem.text.startswith("Not enough tokens: this needs 10, you have 3.")
             link = problem.find_element("css selector", "a")
             assert (link.text, link.get_attribute("href")) == ("Get more tokens", "mailto:tokens@example.com")
+            driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", problem)
             screenshot(driver, "web-not-enough-tokens.png")
 
             check_zoom_and_pan(driver)
@@ -246,8 +247,9 @@ def check_zoom_and_pan(driver: WebDriver) -> None:
     # On to the right: it stops at the photo's edge (the stage is never left empty).
     stage.send_keys(Keys.ARROW_RIGHT * 40)
     assert offset()[0] == pytest.approx(stage.rect["width"] - width, abs=1)
+    stage.send_keys("++")  # 1.5 x 1.5 = 2.25 times the 100 % view, past which the pixels show as they are
+    assert text_of(driver, "zoom-level") == "225 %"
+    assert stage.get_attribute("data-pixels") == "true"
     screenshot(driver, "web-zoom.jpg")
     stage.send_keys("0")
     assert offset() == (0, 0) and text_of(driver, "zoom-level").startswith("Fit · ")
-    stage.send_keys("+")
-    assert text_of(driver, "zoom-level") != "100 %" and not text_of(driver, "zoom-level").startswith("Fit")

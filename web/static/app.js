@@ -615,7 +615,9 @@ function onJob(job) {
   const tile = $("image-grid").querySelector(`[data-image-id="${CSS.escape(image.id)}"]`);
   if (tile) renderTile(tile, image);
   const b = state.batch;
-  if (job.status === "PROCESSING" && b.current?.jobId !== job.jobId) b.current = { jobId: job.jobId, imageId: job.imageId, step: null };
+  if (job.status === "PROCESSING" && b.current?.jobId !== job.jobId) {
+    b.current = { jobId: job.jobId, imageId: job.imageId, step: null, elapsed: null, at: null, done: null, total: null, first: null };
+  }
   if (job.status !== "PROCESSING" && b.current?.jobId === job.jobId) b.current = null;
   renderAlbumSummary();
   renderImageProgress();
