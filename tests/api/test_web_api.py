@@ -199,7 +199,7 @@ def test_a_stream_tells_each_new_step_of_an_image_in_progress(db_url: str, stora
         job.status = JobStatus.COMPLETED  # its last step stays on the row
         session.get_one(Batch, batch_id).status = BatchStatus.COMPLETED
         session.commit()
-        rest = []
+        rest: list[Sse] = []
         while not rest or rest[-1].name != "end":
             rest.append(next_event(lines))
     # Once the image is done, no more steps: its change, the counts, the end.

@@ -195,7 +195,7 @@ def test_notices_zoom_and_the_ledger_at_phone_width(primary_db_url: str, tmp_pat
             assert [row.get_attribute("data-type") for row in rows] == ["CONSUME", "GRANT"]
             context = rows[0].find_element("css selector", ".context")
             assert context.text == "2 photos at 1K · Harbour walk"
-            assert context.find_element("css selector", "a").get_attribute("href").endswith(f"#/albums/{album}")
+            assert str(context.find_element("css selector", "a").get_attribute("href")).endswith(f"#/albums/{album}")
             assert rows[0].find_element("css selector", ".when-inline").is_displayed()
             assert not rows[0].find_element("css selector", "td.when").is_displayed()
             width = driver.execute_script("return document.documentElement.clientWidth")
