@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 # One letter per status keeps the id short; "-" is a state the client has not been told yet.
 _BATCH_CODES = {"CHARGED": "H", "RUNNING": "R", "PAUSED": "P", "COMPLETED": "C", "CANCELLED": "X", "FAILED": "F"}
+_CANCELLING = "K"  # asked to cancel and not ended yet (whatever tab, process or client asked)
 _JOB_CODES = {"PENDING": "P", "PROCESSING": "W", "COMPLETED": "C", "FAILED": "F", "CANCELLED": "X"}
 _NOT_TOLD = "-"
 _OTHER = "?"  # a status added after this table was written
@@ -67,7 +68,15 @@ class BatchSnapshot:
     status: str
     tokens_charged: int
     jobs: tuple[JobState, ...]
+    cancel_requested: bool = False
     read_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def code(self) -> str:
+        """The batch's letter in event ids: its status, or "cancelling" between a cancel and the end."""
+        if self.cancel_requested and self.status not in FINAL_BATCH_STATUSES:
+            return _CANCELLING
+        return _BATCH_CODES.get(self.status, _OTHER)
 
     @property
     def finished(self) -> bool:
@@ -86,6 +95,7 @@ class BatchSnapshot:
             "pending": counts.pending,
             "tokensCharged": self.tokens_charged,
             "tokensRefunded": counts.tokens_refunded,
+            "cancelRequested": self.cancel_requested,
         }
 
 
@@ -115,7 +125,7 @@ def snapshot(session: Session, batch_id: str) -> BatchSnapshot:
         )
         for job in jobs_of(session, batch_id)
     )
-    return BatchSnapshot(batch.id, batch.status, batch.tokens_charged, jobs)
+    return BatchSnapshot(batch.id, batch.status, batch.tokens_charged, jobs, batch.cancel_requested)
 
 
 def _cursor(batch_code: str, job_codes: list[str]) -> str:
@@ -142,7 +152,7 @@ def changes_since(known: tuple[str, list[str]], now: BatchSnapshot) -> list[Even
         if code != job_codes[index]:
             job_codes[index] = code
             events.append(Event(_cursor(batch_code, job_codes), "job", job.as_event()))
-    code = _BATCH_CODES.get(now.status, _OTHER)
+    code = now.code
     if events or code != batch_code:
         events.append(Event(_cursor(code, job_codes), "batch", now.as_event()))
     return events
@@ -162,7 +172,7 @@ def steps_since(told: dict[str, str], now: BatchSnapshot, known: tuple[str, list
 
 def cursor_of(now: BatchSnapshot) -> str:
     """The id of the last event that describes `now` completely."""
-    return _cursor(_BATCH_CODES.get(now.status, _OTHER), [_JOB_CODES.get(job.status, _OTHER) for job in now.jobs])
+    return _cursor(now.code, [_JOB_CODES.get(job.status, _OTHER) for job in now.jobs])
 
 
 def end_event(now: BatchSnapshot) -> Event:

@@ -17,7 +17,8 @@ EVENTS_DESCRIPTION = """\
 
 * `event: job` — a job changed: `{"jobId", "imageId", "position", "status", "tokensRefunded", "errorMessage"}`
 * `event: batch` — after any change: `{"batchId", "status", "totalImages", "completed", "failed", "cancelled",
-  "pending", "tokensCharged", "tokensRefunded"}`
+  "pending", "tokensCharged", "tokensRefunded", "cancelRequested"}` (`cancelRequested`: a cancel was asked for;
+  until the batch has ended it is still cancelling)
 * `event: step` — an image in progress reached a new step (a long one, e.g. an enlargement tile by tile):
   `{"jobId", "imageId", "position", "step", "elapsedSeconds"}`, `step` as in the batch's jobs (e.g. `"tile 7 of
   48"`), `elapsedSeconds` since the image started, on the server's clock (for an estimate of what is left). Steps

@@ -206,6 +206,36 @@ def test_a_stream_tells_each_new_step_of_an_image_in_progress(db_url: str, stora
     assert [event.name for event in rest] == ["job", "batch", "end"]
 
 
+def test_a_stream_says_a_batch_is_cancelling_until_it_has_ended(db_url: str, storage: LocalStorage) -> None:
+    settings = make_settings(db_url, storage, events_poll_seconds=0.05)
+    engine = engine_for(db_url)
+    user, album, [image] = make_album_with_images(engine, storage, 1)
+    job_id = make_pending_job(engine, user, album, image, Tier.TIER_1K)
+    with session_scope(engine) as session:
+        batch_id = session.get_one(EnhancementJob, job_id).batch_id  # CHARGED: no driver of this server takes it up
+    url = f"/api/batches/{batch_id}/events"
+    with (
+        LiveServer(settings) as api,
+        Session(engine) as session,
+        api.http.stream("GET", url, headers=user.headers) as response,
+    ):
+        lines = response.iter_lines()
+        first = [next_event(lines) for _ in range(2)]
+        assert [(e.name, e.id) for e in first] == [("job", "-.P"), ("batch", "H.P")]
+        assert first[1].data["cancelRequested"] is False
+        # Asked to cancel (by this page, another tab or the CLI): said at once, before anything has stopped.
+        session.get_one(Batch, batch_id).cancel_requested = True
+        session.commit()
+        cancelling = next_event(lines)
+        assert (cancelling.name, cancelling.id, cancelling.data["status"]) == ("batch", "K.P", "CHARGED")
+        assert cancelling.data["cancelRequested"] is True
+        session.get_one(EnhancementJob, job_id).status = JobStatus.CANCELLED
+        session.get_one(Batch, batch_id).status = BatchStatus.CANCELLED
+        session.commit()
+        rest = [next_event(lines) for _ in range(3)]
+    assert [(e.name, e.id) for e in rest] == [("job", "K.X"), ("batch", "X.X"), ("end", "X.X")]
+
+
 def next_event(lines: Iterator[str]) -> Sse:
     """The next event of an open stream (comments and retry hints skipped)."""
     fields: dict[str, str] = {}

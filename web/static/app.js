@@ -733,7 +733,7 @@ function renderProgress() {
   if (b.cancelled) parts.push(`${b.cancelled} cancelled`);
   if (b.tokensRefunded) parts.push(`${plural(b.tokensRefunded, "token")} refunded`);
   const finished = FINAL.has(b.status);
-  const cancelling = Boolean(b.cancelling) && !finished;
+  const cancelling = Boolean(b.cancelling || b.cancelRequested) && !finished;
   const title = { COMPLETED: b.failed ? "Finished" : "Enhanced", CANCELLED: "Cancelled", FAILED: "Failed", PAUSED: "Paused" }[b.status];
   $("progress-state").textContent = cancelling ? "Cancelling" : title || "Enhancing";
   $("progress-text").textContent = `${b.status === "PAUSED" ? "Paused · " : ""}${finished ? `${b.status[0]}${b.status.slice(1).toLowerCase()} · ` : ""}${parts.join(" · ")}`;
