@@ -101,8 +101,31 @@ def test_a_long_photo_shows_its_tiles_and_the_time_left_while_the_header_and_zip
             steps = driver.execute_script("return window.stepsSeen")
             tiles_seen = [int(m[1]) for step in steps if (m := re.match(r"tile (\d+)", step))]
             assert len(set(tiles_seen)) >= 3 and tiles_seen == sorted(tiles_seen), tiles_seen
+            check_the_estimate(driver)
     assert balance(h.engine, user.id) == 16
     assert_balance_matches_ledger(h.engine, user.id)
+
+
+def check_the_estimate(driver: WebDriver) -> None:
+    """The page's estimate of what is left, on steps as the stream sends them (the page's own functions)."""
+    cases = driver.execute_script(
+        "const at = (done, total, elapsed, first) => ({done, total, elapsed, first});"
+        "return ["
+        # 6 of 48 tiles done in 60 s: 10 s a tile, 42 to go.
+        "  [secondsPerTile(at(6, 48, 60, {done: 6, elapsed: 60})), aboutLeft(420)],"
+        # A slow start (the network loading): the pace is measured over the tiles seen since, 5 s a tile.
+        "  [secondsPerTile(at(6, 48, 60, {done: 2, elapsed: 40})), aboutLeft(42 * 5)],"
+        # Nothing done yet: no pace to go by.
+        "  [secondsPerTile(at(0, 48, 3, {done: 0, elapsed: 3})), aboutLeft(5)],"
+        "  [null, aboutLeft(2 * 3600 + 59 * 60 + 30)],"
+        "]"
+    )
+    assert cases == [
+        [10, "about 7 min left"],
+        [5, "about 4 min left"],
+        [None, "a few seconds left"],
+        [None, "about 3 h 0 min left"],
+    ]
 
 
 def test_after_a_cancel_the_panel_says_cancelled_not_enhancing(primary_db_url: str, tmp_path: Path) -> None:

@@ -662,8 +662,8 @@ function secondsPerTile(c) {
 function aboutLeft(seconds) {
   if (seconds < 10) return "a few seconds left";
   if (seconds < 60) return `about ${Math.ceil(seconds / 5) * 5} s left`;
-  if (seconds < 3600) return `about ${Math.ceil(seconds / 60)} min left`;
-  return `about ${Math.floor(seconds / 3600)} h ${Math.ceil((seconds % 3600) / 60)} min left`;
+  const minutes = Math.ceil(seconds / 60);
+  return minutes < 60 ? `about ${minutes} min left` : `about ${Math.floor(minutes / 60)} h ${minutes % 60} min left`;
 }
 
 // Between two steps the bar moves on at the measured pace (never past the next tile) and the estimate counts down.
