@@ -232,6 +232,26 @@ def test_notices_zoom_and_the_ledger_at_phone_width(primary_db_url: str, tmp_pat
             assert driver.execute_script(scroll) == 0, "the table scrolls sideways"
             assert overflowing(driver) == []
             screenshot(driver, "web-ledger-phone.png")
+
+            # The before/after view at phone width: its zoom controls wrap under the title, nothing sticks out.
+            driver.back()
+            wait_for(driver, lambda d: by_id(d, "view-album").is_displayed() and len(tiles(d)) == 2)
+            tiles(driver)[1].find_element("css selector", ".compare-open").click()
+            wait_for(
+                driver, lambda d: d.execute_script("return document.getElementById('compare-after').naturalWidth > 0")
+            )
+            assert all(by_id(driver, name).is_displayed() for name in ("zoom-out", "zoom-in", "zoom-fit", "zoom-100"))
+            by_id(driver, "zoom-100").click()
+            assert text_of(driver, "zoom-level") == "100 %"
+            # The zoomed photos are larger than the stage, which clips them (overflow: hidden); nothing else is.
+            assert [
+                e for e in overflowing(driver) if not e.startswith(("img#compare-before", "img#compare-after"))
+            ] == []
+            page = "return document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            assert driver.execute_script(page) == 0
+            stage = by_id(driver, "compare-stage").rect
+            assert stage["x"] >= 0 and stage["x"] + stage["width"] <= width + 0.5
+            screenshot(driver, "web-zoom-phone.png")
     assert_balance_matches_ledger(h.engine, user.id)
 
 
