@@ -31,6 +31,18 @@ class MeOut(ApiModel):
     token_balance: int
 
 
+class LedgerContextOut(ApiModel):
+    """What a charge or refund was for: its batch, the album (None once deleted) and, for a refund, the photo."""
+
+    batch_id: str
+    album_id: str | None
+    album_name: str | None
+    tier: TierName
+    images: int | None = Field(description="How many photos a charge paid for; None for a refund (one photo)")
+    image_id: str | None = Field(default=None, description="The refunded photo (None once deleted)")
+    image_filename: str | None = None
+
+
 class TransactionOut(ApiModel):
     id: int
     amount: int
@@ -38,6 +50,7 @@ class TransactionOut(ApiModel):
     reference: str | None
     balance_after: int
     created_at: datetime
+    context: LedgerContextOut | None = Field(default=None, description="A charge's or refund's batch; None for grants")
 
 
 class TransactionsOut(ApiModel):

@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     events_poll_seconds: float = Field(default=0.5, gt=0)
     events_keepalive_seconds: float = Field(default=15.0, gt=0)
     thumbnail_size: int = Field(default=320, ge=64, le=1024)
+    # Where a person gets more tokens (a shop, a plan page, a mailto: of the operator): the web app links it when
+    # a balance is short. Unset, the page says to ask whoever runs the service.
+    tokens_help_url: str | None = Field(default=None, pattern=r"^(https://|http://|mailto:)\S+$", max_length=500)
 
     # Scale out: where originals and results live when processes run on several machines.
     # STORAGE_URL: s3://bucket/prefix for any S3-compatible store, or file://path; unset, STORAGE_DIR is used.

@@ -8,20 +8,22 @@ changes since that state, nothing twice and nothing missed, whichever server pro
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import anyio
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES
-from db.models import Batch
+from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES, JobStatus
+from db.models import Batch, utcnow
 from services.batches import count_jobs, jobs_of
 
 log = logging.getLogger(__name__)
 
 # One letter per status keeps the id short; "-" is a state the client has not been told yet.
 _BATCH_CODES = {"CHARGED": "H", "RUNNING": "R", "PAUSED": "P", "COMPLETED": "C", "CANCELLED": "X", "FAILED": "F"}
+_CANCELLING = "K"  # asked to cancel and not ended yet (whatever tab, process or client asked)
 _JOB_CODES = {"PENDING": "P", "PROCESSING": "W", "COMPLETED": "C", "FAILED": "F", "CANCELLED": "X"}
 _NOT_TOLD = "-"
 _OTHER = "?"  # a status added after this table was written
@@ -35,6 +37,8 @@ class JobState:
     status: str
     tokens_refunded: int
     error_message: str | None
+    step: str | None = None  # where an image in progress is, e.g. "tile 3 of 12" (None once it left PROCESSING)
+    started_at: datetime | None = None
 
     def as_event(self) -> dict[str, object]:
         return {
@@ -46,6 +50,17 @@ class JobState:
             "errorMessage": self.error_message,
         }
 
+    def as_step_event(self, read_at: datetime) -> dict[str, object]:
+        # The elapsed time on the server's clock, so a client can estimate what is left without trusting its own.
+        elapsed = None if self.started_at is None else round(max((read_at - self.started_at).total_seconds(), 0), 1)
+        return {
+            "jobId": self.id,
+            "imageId": self.image_id,
+            "position": self.position,
+            "step": self.step,
+            "elapsedSeconds": elapsed,
+        }
+
 
 @dataclass(frozen=True)
 class BatchSnapshot:
@@ -53,6 +68,15 @@ class BatchSnapshot:
     status: str
     tokens_charged: int
     jobs: tuple[JobState, ...]
+    cancel_requested: bool = False
+    read_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def code(self) -> str:
+        """The batch's letter in event ids: its status, or "cancelling" between a cancel and the end."""
+        if self.cancel_requested and self.status not in FINAL_BATCH_STATUSES:
+            return _CANCELLING
+        return _BATCH_CODES.get(self.status, _OTHER)
 
     @property
     def finished(self) -> bool:
@@ -71,6 +95,7 @@ class BatchSnapshot:
             "pending": counts.pending,
             "tokensCharged": self.tokens_charged,
             "tokensRefunded": counts.tokens_refunded,
+            "cancelRequested": self.cancel_requested,
         }
 
 
@@ -88,10 +113,19 @@ def snapshot(session: Session, batch_id: str) -> BatchSnapshot:
     """The batch and its jobs as they are now."""
     batch = session.get_one(Batch, batch_id)
     jobs = tuple(
-        JobState(job.id, job.image_id, job.position, job.status, job.tokens_refunded, job.error_message)
+        JobState(
+            job.id,
+            job.image_id,
+            job.position,
+            job.status,
+            job.tokens_refunded,
+            job.error_message,
+            step=job.progress if job.status == JobStatus.PROCESSING else None,
+            started_at=job.started_at,
+        )
         for job in jobs_of(session, batch_id)
     )
-    return BatchSnapshot(batch.id, batch.status, batch.tokens_charged, jobs)
+    return BatchSnapshot(batch.id, batch.status, batch.tokens_charged, jobs, batch.cancel_requested)
 
 
 def _cursor(batch_code: str, job_codes: list[str]) -> str:
@@ -118,15 +152,27 @@ def changes_since(known: tuple[str, list[str]], now: BatchSnapshot) -> list[Even
         if code != job_codes[index]:
             job_codes[index] = code
             events.append(Event(_cursor(batch_code, job_codes), "job", job.as_event()))
-    code = _BATCH_CODES.get(now.status, _OTHER)
+    code = now.code
     if events or code != batch_code:
         events.append(Event(_cursor(code, job_codes), "batch", now.as_event()))
     return events
 
 
+def steps_since(told: dict[str, str], now: BatchSnapshot, known: tuple[str, list[str]]) -> list[Event]:
+    """A `step` event for each image in progress whose step this connection has not sent yet; `told` (job id to
+    step) is updated. Steps are not part of the cursor: they are momentary, and a client that reconnects is simply
+    told the current ones again. Their id is the cursor the client already has, so resuming after one is exact."""
+    events = []
+    for job in now.jobs:
+        if job.step is not None and told.get(job.id) != job.step:
+            told[job.id] = job.step
+            events.append(Event(_cursor(*known), "step", job.as_step_event(now.read_at)))
+    return events
+
+
 def cursor_of(now: BatchSnapshot) -> str:
     """The id of the last event that describes `now` completely."""
-    return _cursor(_BATCH_CODES.get(now.status, _OTHER), [_JOB_CODES.get(job.status, _OTHER) for job in now.jobs])
+    return _cursor(now.code, [_JOB_CODES.get(job.status, _OTHER) for job in now.jobs])
 
 
 def end_event(now: BatchSnapshot) -> Event:
@@ -155,21 +201,26 @@ async def event_stream(
     poll_seconds: float,
     keepalive_seconds: float,
 ) -> AsyncIterator[bytes]:
-    """The encoded stream: what changed since `last_event_id`, then every change as the database shows it, then
-    an `end` event once the batch is over (a client that reconnects after that gets `end` at once). If the
-    database fails, the stream just ends: the client reconnects with its Last-Event-ID and misses nothing."""
+    """The encoded stream: what changed since `last_event_id`, then every change (and every new step of an image
+    in progress) as the database shows it, then an `end` event once the batch is over (a client that reconnects
+    after that gets `end` at once). If the database fails, the stream just ends: the client reconnects with its
+    Last-Event-ID and misses nothing."""
     yield RETRY_HINT
     now = await _read_or_none(engine, batch_id)
     if now is None:
         return
     known = parse_cursor(last_event_id, len(now.jobs))
+    told_steps: dict[str, str] = {}
     quiet = 0.0
     while True:
         events = changes_since(known, now)
+        if events:
+            known = parse_cursor(events[-1].id, len(now.jobs))
+        events += steps_since(told_steps, now, known)
         for event in events:
             yield event.encode()
         if events:
-            known, quiet = parse_cursor(events[-1].id, len(now.jobs)), 0.0
+            quiet = 0.0
         if now.finished:
             yield end_event(now).encode()
             return

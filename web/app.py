@@ -1,6 +1,7 @@
 """Serves the web app at `/`, its static files, and the API docs at `/docs` from local Swagger UI assets."""
 
 import json
+from html import escape
 from importlib.resources import files
 from pathlib import Path
 
@@ -31,9 +32,11 @@ def page(settings: Settings) -> str:
         "maxBatchSize": settings.max_batch_size,
         "tierCosts": {tier.value: spec.cost for tier, spec in TIERS.items()},
         "maxUploadBytes": settings.max_upload_bytes,
+        "tokensHelpUrl": settings.tokens_help_url,
     }
     html = (STATIC_DIR / "index.html").read_text(encoding="utf-8")
-    return html.replace("{{LIMITS}}", json.dumps(limits).replace('"', "&quot;"))
+    # Escaped as an attribute value: an operator's URL may hold "&".
+    return html.replace("{{LIMITS}}", escape(json.dumps(limits), quote=True))
 
 
 def install(app: FastAPI, settings: Settings) -> None:

@@ -17,7 +17,12 @@ EVENTS_DESCRIPTION = """\
 
 * `event: job` — a job changed: `{"jobId", "imageId", "position", "status", "tokensRefunded", "errorMessage"}`
 * `event: batch` — after any change: `{"batchId", "status", "totalImages", "completed", "failed", "cancelled",
-  "pending", "tokensCharged", "tokensRefunded"}`
+  "pending", "tokensCharged", "tokensRefunded", "cancelRequested"}` (`cancelRequested`: a cancel was asked for;
+  until the batch has ended it is still cancelling)
+* `event: step` — an image in progress reached a new step (a long one, e.g. an enlargement tile by tile):
+  `{"jobId", "imageId", "position", "step", "elapsedSeconds"}`, `step` as in the batch's jobs (e.g. `"tile 7 of
+  48"`), `elapsedSeconds` since the image started, on the server's clock (for an estimate of what is left). Steps
+  are momentary: a reconnecting client is told the current ones again.
 * `event: end` — the batch is over and no job can change; the server then closes the stream.
 
 The first events describe the whole batch. Every event has an `id`; reconnecting with `Last-Event-ID` sends only
@@ -31,7 +36,7 @@ EVENT_SCHEMA = {
     "type": "object",
     "required": ["event", "data", "id"],
     "properties": {
-        "event": {"type": "string", "enum": ["job", "batch", "end"]},
+        "event": {"type": "string", "enum": ["job", "batch", "step", "end"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string", "description": "Send it back as Last-Event-ID to resume after this event"},
     },

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Query
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, SessionDep
-from api.schemas import ErrorOut, MeOut, TransactionOut, TransactionsOut
+from api.schemas import ErrorOut, LedgerContextOut, MeOut, TransactionOut, TransactionsOut
 from db.models import TokenTransaction
+from services.ledger_context import ledger_contexts
 
 router = APIRouter(tags=["account"])
 
@@ -29,7 +30,7 @@ def read_transactions(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> TransactionsOut:
-    """The caller's ledger, newest first."""
+    """The caller's ledger, newest first, each charge and refund with its batch, album and photo."""
     rows = session.exec(
         select(TokenTransaction)
         .where(col(TokenTransaction.user_id) == user.id)
@@ -37,4 +38,12 @@ def read_transactions(
         .offset(offset)
         .limit(limit)
     ).all()
-    return TransactionsOut(transactions=[TransactionOut.model_validate(row) for row in rows])
+    contexts = ledger_contexts(session, user.id, list(rows))
+
+    def out(row: TokenTransaction) -> TransactionOut:
+        context = contexts.get(row.id) if row.id is not None else None
+        return TransactionOut.model_validate(row).model_copy(
+            update={"context": LedgerContextOut.model_validate(context) if context else None}
+        )
+
+    return TransactionsOut(transactions=[out(row) for row in rows])

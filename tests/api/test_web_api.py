@@ -4,13 +4,16 @@ real HTTP on SQLite and PostgreSQL (direct mode)."""
 import io
 import json
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from PIL import Image as PILImage
 from sqlmodel import Session
 
+from db import ledger
 from db.models import Album, Batch, BatchStatus, EnhancementJob, Image, JobStatus, LedgerType, Tier
 from db.session import session_scope
 from services.deployment import MARKER_KEY
@@ -161,6 +164,90 @@ def test_an_open_stream_does_not_hold_a_request_slot(db_url: str, storage: Local
         # Leave no unfinished batch behind.
         job.status = JobStatus.CANCELLED
         session.get_one(Batch, job.batch_id).status = BatchStatus.CANCELLED
+
+
+def test_a_stream_tells_each_new_step_of_an_image_in_progress(db_url: str, storage: LocalStorage) -> None:
+    settings = make_settings(db_url, storage, events_poll_seconds=0.05)
+    engine = engine_for(db_url)
+    user, album, [image] = make_album_with_images(engine, storage, 1)
+    job_id = make_pending_job(engine, user, album, image, Tier.TIER_4K)
+    with session_scope(engine) as session:
+        job = session.get_one(EnhancementJob, job_id)
+        job.status, job.progress = JobStatus.PROCESSING, "tile 3 of 12"
+        job.started_at = datetime.now(UTC) - timedelta(seconds=30)
+        batch_id = job.batch_id
+    url = f"/api/batches/{batch_id}/events"
+    with (
+        LiveServer(settings) as api,
+        Session(engine) as session,
+        api.http.stream("GET", url, headers=user.headers) as response,
+    ):
+        lines = response.iter_lines()
+        first = [next_event(lines) for _ in range(3)]
+        assert [event.name for event in first] == ["job", "batch", "step"]
+        step = first[2]
+        assert (step.data["jobId"], step.data["imageId"], step.data["step"]) == (job_id, image, "tile 3 of 12")
+        # Seconds since the image started, on the server's clock: what an estimate needs.
+        assert 29 <= step.data["elapsedSeconds"] < 60
+        # A step is not a change of state: resuming after it is resuming after the batch event.
+        assert step.id == first[1].id
+        job = session.get_one(EnhancementJob, job_id)
+        job.progress = "tile 4 of 12"
+        session.commit()
+        second = next_event(lines)
+        assert (second.name, second.data["step"]) == ("step", "tile 4 of 12")
+        job.status = JobStatus.COMPLETED  # its last step stays on the row
+        session.get_one(Batch, batch_id).status = BatchStatus.COMPLETED
+        session.commit()
+        rest: list[Sse] = []
+        while not rest or rest[-1].name != "end":
+            rest.append(next_event(lines))
+    # Once the image is done, no more steps: its change, the counts, the end.
+    assert [event.name for event in rest] == ["job", "batch", "end"]
+
+
+def test_a_stream_says_a_batch_is_cancelling_until_it_has_ended(db_url: str, storage: LocalStorage) -> None:
+    settings = make_settings(db_url, storage, events_poll_seconds=0.05)
+    engine = engine_for(db_url)
+    user, album, [image] = make_album_with_images(engine, storage, 1)
+    job_id = make_pending_job(engine, user, album, image, Tier.TIER_1K)
+    with session_scope(engine) as session:
+        batch_id = session.get_one(EnhancementJob, job_id).batch_id  # CHARGED: no driver of this server takes it up
+    url = f"/api/batches/{batch_id}/events"
+    with (
+        LiveServer(settings) as api,
+        Session(engine) as session,
+        api.http.stream("GET", url, headers=user.headers) as response,
+    ):
+        lines = response.iter_lines()
+        first = [next_event(lines) for _ in range(2)]
+        assert [(e.name, e.id) for e in first] == [("job", "-.P"), ("batch", "H.P")]
+        assert first[1].data["cancelRequested"] is False
+        # Asked to cancel (by this page, another tab or the CLI): said at once, before anything has stopped.
+        session.get_one(Batch, batch_id).cancel_requested = True
+        session.commit()
+        cancelling = next_event(lines)
+        assert (cancelling.name, cancelling.id, cancelling.data["status"]) == ("batch", "K.P", "CHARGED")
+        assert cancelling.data["cancelRequested"] is True
+        session.get_one(EnhancementJob, job_id).status = JobStatus.CANCELLED
+        session.get_one(Batch, batch_id).status = BatchStatus.CANCELLED
+        session.commit()
+        rest = [next_event(lines) for _ in range(3)]
+    assert [(e.name, e.id) for e in rest] == [("job", "K.X"), ("batch", "X.X"), ("end", "X.X")]
+
+
+def next_event(lines: Iterator[str]) -> Sse:
+    """The next event of an open stream (comments and retry hints skipped)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if not line:
+            if "event" in fields:
+                return Sse(fields.get("id"), fields["event"], json.loads(fields["data"]))
+            fields = {}
+        elif not line.startswith(":") and ": " in line:
+            name, value = line.split(": ", 1)
+            fields[name] = value
+    raise AssertionError("the stream ended")
 
 
 def test_events_of_another_users_batch_are_404(direct_harness: Harness) -> None:
@@ -385,3 +472,47 @@ def test_results_zip_holds_the_newest_result_of_each_image(direct_harness: Harne
         assert archive.namelist() == ["rocket-2K.jpg", "rocket-2K-2.jpg", "chelsea-2K.jpg"]
         with PILImage.open(io.BytesIO(archive.read("chelsea-2K.jpg"))) as photo:
             assert max(photo.size) == 2048
+
+
+# --- the ledger's context ----------------------------------------------------------------------------------------
+
+
+def test_ledger_rows_say_which_album_batch_and_photo_they_were_for(direct_harness: Harness) -> None:
+    h = direct_harness
+    user, album, image_ids = make_album_with_images(h.engine, h.storage, 2, tokens=20)
+    with session_scope(h.engine) as session:
+        session.get_one(Album, album).name = "Harbour walk"
+        for image_id, name in zip(image_ids, ("rocket.jpg", "coffee.png"), strict=True):
+            session.get_one(Image, image_id).original_filename = name
+    with session_scope(h.engine) as session:
+        planned = charge_batch(session, user.id, album, Tier.TIER_2K)
+        assert planned.batch is not None
+        batch_id, job_ids = planned.batch.id, [job.id for job in planned.jobs]
+    with session_scope(h.engine) as session:
+        session.get_one(EnhancementJob, job_ids[0]).status = JobStatus.COMPLETED
+        assert ledger.refund_job(session, job_ids[1], JobStatus.CANCELLED, "Cancelled") == 5
+        session.get_one(Batch, batch_id).status = BatchStatus.CANCELLED
+    make_album_with_images(h.engine, h.storage, 1)  # another user's rows stay theirs
+
+    def ledger_rows() -> list[dict]:
+        response = h.http.get("/api/tokens/transactions", headers=user.headers)
+        assert response.status_code == 200, response.text
+        return list(response.json()["transactions"])
+
+    rows = ledger_rows()
+    assert [(row["type"], row["amount"], row["balanceAfter"]) for row in rows] == [
+        ("REFUND", 5, 15),
+        ("CONSUME", -10, 10),
+        ("GRANT", 20, 20),
+    ]
+    base = {"batchId": batch_id, "albumId": album, "albumName": "Harbour walk", "tier": "TIER_2K"}
+    assert rows[0]["context"] == base | {"images": None, "imageId": image_ids[1], "imageFilename": "coffee.png"}
+    assert rows[1]["context"] == base | {"images": 2, "imageId": None, "imageFilename": None}
+    assert rows[2]["context"] is None
+    # The album and its photos deleted: the rows still name their batch, and say the rest is gone.
+    assert h.http.delete(f"/api/albums/{album}", headers=user.headers).status_code == 204
+    gone = {"batchId": batch_id, "albumId": None, "albumName": None, "tier": "TIER_2K"}
+    rows = ledger_rows()
+    assert rows[0]["context"] == gone | {"images": None, "imageId": None, "imageFilename": None}
+    assert rows[1]["context"] == gone | {"images": 2, "imageId": None, "imageFilename": None}
+    assert_balance_matches_ledger(h.engine, user.id)

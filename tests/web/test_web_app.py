@@ -88,7 +88,7 @@ def test_an_owner_uploads_enhances_compares_and_downloads(web: Harness, tmp_path
         # Why a request would be refused, said before it is sent: 4K would cost 30 tokens.
         tier(driver, "TIER_4K").click()
         quoted(driver)
-        assert text_of(driver, "quote-problem") == "Not enough tokens: this needs 30, you have 20."
+        assert text_of(driver, "quote-problem").startswith("Not enough tokens: this needs 30, you have 20.")
         assert not by_id(driver, "enhance-button").is_enabled()
         tier(driver, "TIER_1K").click()
         quoted(driver)
@@ -136,7 +136,7 @@ def test_an_owner_uploads_enhances_compares_and_downloads(web: Harness, tmp_path
         rows = driver.find_elements("css selector", "#ledger-rows tr")
         assert [row.get_attribute("data-type") for row in rows] == ["CONSUME", "GRANT"]
         cells = [cell.text for cell in rows[0].find_elements("css selector", "td")]
-        assert cells[1:] == ["Enhancement charged", "-6", "14"]
+        assert cells[1:] == ["Enhancement charged\n3 photos at 1K · Summer 2026", "-6", "14"]
         assert text_of(driver, "ledger-balance") == "14"
 
         # At phone width nothing runs off the side of the page.

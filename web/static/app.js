@@ -165,15 +165,16 @@ async function openLedger() {
   $("ledger-rows").replaceChildren(
     ...transactions.map((row) => {
       const tr = document.createElement("tr");
-      const cells = [
-        new Date(row.createdAt).toLocaleString(),
-        what[row.type] || row.type,
-        (row.amount > 0 ? "+" : "") + row.amount,
-        row.balanceAfter,
-      ];
+      const when = new Date(row.createdAt).toLocaleString();
+      const cells = [when, what[row.type] || row.type, (row.amount > 0 ? "+" : "") + row.amount, row.balanceAfter];
       cells.forEach((text, index) => {
         const td = document.createElement("td");
         td.textContent = text;
+        if (index === 0) td.className = "when";
+        if (index === 1) {
+          td.className = "what";
+          td.append(ledgerContext(row), Object.assign(document.createElement("span"), { className: "when-inline muted", textContent: when }));
+        }
         if (index >= 2) td.className = "num";
         if (index === 2) td.classList.add(row.amount < 0 ? "minus" : "plus");
         tr.append(td);
@@ -183,6 +184,21 @@ async function openLedger() {
     }),
   );
   show("ledger");
+}
+
+// Which album, batch and photo a charge or refund was for (an empty line for grants), the album a link to it.
+function ledgerContext(row) {
+  const line = Object.assign(document.createElement("span"), { className: "context muted" });
+  const c = row.context;
+  if (!c) return line;
+  line.title = `Batch ${c.batchId}`;
+  line.dataset.batchId = c.batchId;
+  const album = c.albumId
+    ? Object.assign(document.createElement("a"), { href: `#/albums/${encodeURIComponent(c.albumId)}`, textContent: c.albumName })
+    : "a deleted album";
+  if (row.type === "REFUND") line.append(`${c.imageFilename || "a deleted photo"} at ${tierLabel(c.tier)} · `, album);
+  else line.append(`${plural(c.images, "photo")} at ${tierLabel(c.tier)} · `, album);
+  return line;
 }
 
 // --- album -----------------------------------------------------------------------------------------------------
@@ -223,14 +239,20 @@ function latestJob(image, predicate) {
 function renderAlbum() {
   const album = state.album;
   $("album-title").textContent = album.name;
-  const enhanced = album.images.filter((image) => latestJob(image, (job) => job.status === "COMPLETED")).length;
-  $("album-meta").textContent = `${plural(album.images.length, "photo")} · ${enhanced} enhanced`;
-  $("download-zip").disabled = enhanced === 0;
+  renderAlbumSummary();
   $("images-empty").hidden = album.images.length > 0;
   const grid = $("image-grid");
   const tiles = new Map([...grid.children].map((tile) => [tile.dataset.imageId, tile]));
   grid.replaceChildren(...album.images.map((image) => renderTile(tiles.get(image.id), image)));
   renderQuote();
+}
+
+// The counts under the title and the zip button: redrawn as each photo of a batch completes, not at its end.
+function renderAlbumSummary() {
+  const album = state.album;
+  const enhanced = album.images.filter((image) => latestJob(image, (job) => job.status === "COMPLETED")).length;
+  $("album-meta").textContent = `${plural(album.images.length, "photo")} · ${enhanced} enhanced`;
+  $("download-zip").disabled = enhanced === 0;
 }
 
 function badgeOf(image) {
@@ -450,6 +472,24 @@ function problemOf(quote) {
   return refusal.error;
 }
 
+// Nothing to do yet (no photos, all enhanced) is an ordinary state: a notice. A refusal the person can act on is a
+// warning, and a shortage of tokens says how to get more. Red is for what went wrong.
+function problemKind(quote) {
+  const refusal = quote && quote.refusal;
+  return !refusal || refusal.status === 404 ? "notice" : "warning";
+}
+
+function tokensHelp() {
+  const help = Object.assign(document.createElement("span"), { className: "help" });
+  if (LIMITS.tokensHelpUrl) {
+    const link = Object.assign(document.createElement("a"), { href: LIMITS.tokensHelpUrl, textContent: "Get more tokens", target: "_blank", rel: "noopener" });
+    help.append(link, ", or choose fewer photos or a lower tier.");
+  } else {
+    help.append("Choose fewer photos or a lower tier, or ask the people who run this service for more tokens.");
+  }
+  return help;
+}
+
 function showQuote() {
   const quote = state.quote;
   const problem = quote ? problemOf(quote) : "";
@@ -457,8 +497,11 @@ function showQuote() {
   $("quote-cost").textContent = quote ? plural(quote.totalCost, "token") : "—";
   $("quote-balance").textContent = quote ? plural(quote.balance, "token") : "—";
   $("quote-after").textContent = quote && !problem ? plural(quote.newBalance, "token") : "—";
-  $("quote-problem").textContent = problem;
-  $("quote-problem").dataset.status = quote && quote.refusal ? quote.refusal.status : "";
+  const box = $("quote-problem");
+  box.replaceChildren(problem);
+  if (problem && quote.refusal && quote.refusal.status === 402) box.append(" ", tokensHelp());
+  box.className = problemKind(quote);
+  box.dataset.status = quote && quote.refusal ? quote.refusal.status : "";
   renderEnhanceButton();
 }
 
@@ -505,7 +548,7 @@ function stopStream() {
 
 function watchBatch(batchId, tier) {
   stopStream();
-  state.batch = { batchId, tier, status: "RUNNING", totalImages: 0, completed: 0, failed: 0, cancelled: 0, tokensRefunded: 0 };
+  state.batch = { batchId, tier, status: "RUNNING", totalImages: 0, completed: 0, failed: 0, cancelled: 0, tokensRefunded: 0, current: null };
   $("progress-tier").textContent = `at ${tierLabel(tier)}`;
   $("progress-panel").hidden = false;
   renderProgress();
@@ -537,6 +580,7 @@ async function readEvents(batchId, signal) {
           if (event.name === "end") return onEnd(event.data);
           if (event.name === "job") onJob(event.data);
           if (event.name === "batch") onBatch(event.data);
+          if (event.name === "step") onStep(event.data);
           attempt = 0;
         }
       }
@@ -570,15 +614,106 @@ function onJob(job) {
   else image.enhancementJobs.push({ jobId: job.jobId, batchId: state.batch.batchId, tier: state.batch.tier, status: job.status });
   const tile = $("image-grid").querySelector(`[data-image-id="${CSS.escape(image.id)}"]`);
   if (tile) renderTile(tile, image);
+  const b = state.batch;
+  if (job.status === "PROCESSING" && b.current?.jobId !== job.jobId) {
+    b.current = { jobId: job.jobId, imageId: job.imageId, step: null, elapsed: null, at: null, done: null, total: null, first: null };
+  }
+  if (job.status !== "PROCESSING" && b.current?.jobId === job.jobId) b.current = null;
+  renderAlbumSummary();
+  renderImageProgress();
 }
 
 function onBatch(batch) {
-  state.batch = { ...batch, tier: state.batch.tier };
+  const refunded = state.batch.tokensRefunded;
+  state.batch = { ...state.batch, ...batch };
+  // A refund during the batch changes the balance now: the header shows it now.
+  if (batch.tokensRefunded !== refunded) refreshMe().catch(() => {});
   renderProgress();
+}
+
+// The step of the image in progress ("tile 7 of 48") with the seconds it has run on the server's clock.
+function onStep(step) {
+  const b = state.batch;
+  const tile = /^tile (\d+) of (\d+)$/.exec(step.step || "");
+  const previous = b.current?.jobId === step.jobId ? b.current : null;
+  const current = {
+    jobId: step.jobId,
+    imageId: step.imageId,
+    step: step.step,
+    elapsed: step.elapsedSeconds,
+    at: performance.now() / 1000,
+    done: tile ? Number(tile[1]) - 1 : null,
+    total: tile ? Number(tile[2]) : null,
+    first: previous?.first || null,
+  };
+  if (tile && !current.first && current.elapsed !== null) current.first = { done: current.done, elapsed: current.elapsed };
+  b.current = current;
+  renderImageProgress();
+}
+
+// Seconds per tile of the image in progress: measured over the tiles this page saw done when there are a few
+// (an image's start also reads it and starts the network), else over all its tiles since it started.
+function secondsPerTile(c) {
+  if (c.total === null || c.elapsed === null) return null;
+  if (c.first && c.done - c.first.done >= 2) return (c.elapsed - c.first.elapsed) / (c.done - c.first.done);
+  return c.done > 0 ? c.elapsed / c.done : null;
+}
+
+function aboutLeft(seconds) {
+  if (seconds < 10) return "a few seconds left";
+  if (seconds < 60) return `about ${Math.ceil(seconds / 5) * 5} s left`;
+  const minutes = Math.ceil(seconds / 60);
+  return minutes < 60 ? `about ${minutes} min left` : `about ${Math.floor(minutes / 60)} h ${minutes % 60} min left`;
+}
+
+// Between two steps the bar moves on at the measured pace (never past the next tile) and the estimate counts down.
+let imageProgressTimer = null;
+function renderImageProgress() {
+  const b = state.batch;
+  const c = b && !FINAL.has(b.status) ? b.current : null;
+  clearTimeout(imageProgressTimer);
+  for (const tile of $("image-grid").querySelectorAll(".tile-progress")) {
+    if (!c || tile.closest(".tile").dataset.imageId !== c.imageId) tile.hidden = true;
+  }
+  $("image-progress").hidden = !c;
+  if (!c) return;
+  const image = state.album?.images.find((candidate) => candidate.id === c.imageId);
+  const name = image ? image.filename || image.id.slice(0, 8) : "A photo";
+  const perTile = secondsPerTile(c);
+  const since = performance.now() / 1000 - (c.at || 0);
+  let fraction = null;
+  let text = c.step || "enhancing";
+  let eta = "";
+  if (c.total !== null) {
+    const within = perTile ? Math.min(since / perTile, 0.95) : 0;
+    fraction = (c.done + within) / (c.total + 1); // the tiles, then the encoding
+    text = `tile ${c.done + 1} of ${c.total}`;
+    eta = perTile ? aboutLeft(Math.max(perTile * (c.total - c.done) - since, 0)) : "estimating the time left…";
+  } else if (c.step === "encoding") {
+    fraction = 1;
+    eta = "a few seconds left";
+  }
+  const bars = [$("image-progress-bar")];
+  const tile = $("image-grid").querySelector(`[data-image-id="${CSS.escape(c.imageId)}"] .tile-progress`);
+  if (tile) {
+    tile.hidden = false;
+    tile.querySelector(".tile-step").textContent = c.total !== null ? `${c.done + 1}/${c.total}${perTile ? ` · ${eta.replace(/ left$/, "").replace(/^about /, "")}` : ""}` : text;
+    bars.push(tile.querySelector("progress"));
+  }
+  for (const bar of bars) {
+    if (fraction === null) bar.removeAttribute("value"); // indeterminate: working, no measure yet
+    else bar.value = fraction;
+  }
+  $("image-progress-name").textContent = name;
+  $("image-progress-step").textContent = text;
+  $("image-progress-eta").textContent = eta;
+  $("image-progress").dataset.imageId = c.imageId;
+  if (c.total !== null && perTile) imageProgressTimer = setTimeout(renderImageProgress, 1000);
 }
 
 async function onEnd() {
   state.stream = null;
+  state.batch.current = null;
   renderProgress();
   const b = state.batch;
   const refunded = b.tokensRefunded ? `, ${plural(b.tokensRefunded, "token")} refunded` : "";
@@ -598,11 +733,17 @@ function renderProgress() {
   if (b.cancelled) parts.push(`${b.cancelled} cancelled`);
   if (b.tokensRefunded) parts.push(`${plural(b.tokensRefunded, "token")} refunded`);
   const finished = FINAL.has(b.status);
+  const cancelling = Boolean(b.cancelling || b.cancelRequested) && !finished;
+  const title = { COMPLETED: b.failed ? "Finished" : "Enhanced", CANCELLED: "Cancelled", FAILED: "Failed", PAUSED: "Paused" }[b.status];
+  $("progress-state").textContent = cancelling ? "Cancelling" : title || "Enhancing";
   $("progress-text").textContent = `${b.status === "PAUSED" ? "Paused · " : ""}${finished ? `${b.status[0]}${b.status.slice(1).toLowerCase()} · ` : ""}${parts.join(" · ")}`;
   $("progress-panel").dataset.status = b.status;
-  $("pause-batch").hidden = finished || b.status === "PAUSED";
-  $("resume-batch").hidden = finished || b.status !== "PAUSED";
-  $("cancel-batch").hidden = finished;
+  $("progress-panel").dataset.cancelling = cancelling;
+  $("pause-batch").hidden = finished || cancelling || b.status === "PAUSED";
+  $("resume-batch").hidden = finished || cancelling || b.status !== "PAUSED";
+  $("cancel-batch").hidden = finished || cancelling;
+  $("dismiss-batch").hidden = !finished;
+  renderImageProgress();
   renderQuote();
 }
 
@@ -612,6 +753,7 @@ for (const [id, action] of [["pause-batch", "pause"], ["resume-batch", "resume"]
     try {
       const result = await (await api(`/api/batches/${encodeURIComponent(state.batch.batchId)}/${action}`, { method: "POST" })).json();
       state.batch.status = result.status;
+      if (action === "cancel") state.batch.cancelling = true; // until the stream says the batch ended
       renderProgress();
       say(action === "cancel" ? "Cancelling: photos not enhanced yet are refunded." : `Batch ${result.status.toLowerCase()}.`);
     } catch (error) {
@@ -619,6 +761,8 @@ for (const [id, action] of [["pause-batch", "pause"], ["resume-batch", "resume"]
     }
   });
 }
+
+$("dismiss-batch").addEventListener("click", () => { $("progress-panel").hidden = true; });
 
 // --- before / after ----------------------------------------------------------------------------------------------
 
@@ -634,6 +778,7 @@ async function openCompare(image, job) {
   stage.style.aspectRatio = `${image.width} / ${image.height}`;
   stage.style.maxWidth = `calc(70vh * ${image.width / image.height})`; // no letterbox when height is the limit
   dialog.showModal();
+  setView(1, 0, 0);
   try {
     const [before, after] = await Promise.all([blobUrl(`/api/images/${image.id}/original`), blobUrl(`/api/jobs/${job.jobId}/result`)]);
     $("compare-before").src = before;
@@ -649,13 +794,126 @@ function setSplit(percent) {
 }
 
 $("compare-slider").addEventListener("input", (event) => setSplit(event.target.value));
-$("compare-stage").addEventListener("pointermove", (event) => {
-  if (!event.buttons) return;
-  const box = event.currentTarget.getBoundingClientRect();
-  const percent = Math.round(Math.min(Math.max((event.clientX - box.left) / box.width, 0), 1) * 100);
+
+function splitTo(clientX) {
+  const box = $("compare-stage").getBoundingClientRect();
+  const percent = Math.round(Math.min(Math.max((clientX - box.left) / box.width, 0), 1) * 100);
   $("compare-slider").value = percent;
   setSplit(percent);
+}
+
+// Zoom and pan: both photos move together under the split line, which stays where it is on screen, so the same
+// spot is compared at any zoom. Zoom 1 fits the whole photo; "100 %" shows one pixel of the enhanced photo per
+// screen pixel. Dragging pans once zoomed (near the line, or at fit, it moves the line); two fingers pinch.
+const view = { zoom: 1, x: 0, y: 0 };
+
+function zoomOf100() {
+  const after = $("compare-after");
+  const width = $("compare-stage").clientWidth * (window.devicePixelRatio || 1);
+  return after.naturalWidth && width ? after.naturalWidth / width : 1;
+}
+
+function setView(zoom, x, y) {
+  const stage = $("compare-stage");
+  const [w, h] = [stage.clientWidth, stage.clientHeight];
+  view.zoom = Math.min(Math.max(zoom, 1), Math.max(4, zoomOf100() * 4));
+  view.x = Math.min(0, Math.max(w - w * view.zoom, x)); // never past the photo's edges
+  view.y = Math.min(0, Math.max(h - h * view.zoom, y));
+  const transform = `translate(${view.x}px, ${view.y}px) scale(${view.zoom})`;
+  $("compare-before").style.transform = transform;
+  $("compare-after").style.transform = transform;
+  const percent = Math.round((view.zoom / zoomOf100()) * 100);
+  stage.dataset.zoomed = view.zoom > 1.001;
+  stage.dataset.pixels = view.zoom > zoomOf100() * 1.01; // past 100 %: show the pixels as they are
+  $("zoom-level").textContent = view.zoom > 1.001 ? `${percent} %` : `Fit · ${percent} %`;
+  $("zoom-out").disabled = view.zoom <= 1.001;
+}
+
+// Zoom to `zoom` keeping the point (x, y) of the stage where it is.
+function zoomAt(zoom, x, y) {
+  const stage = $("compare-stage");
+  x ??= stage.clientWidth / 2;
+  y ??= stage.clientHeight / 2;
+  const target = Math.min(Math.max(zoom, 1), Math.max(4, zoomOf100() * 4));
+  const k = target / view.zoom;
+  setView(target, x - (x - view.x) * k, y - (y - view.y) * k);
+}
+
+const stage = $("compare-stage");
+const pointers = new Map();
+let gesture = null;
+
+function stagePoint(event) {
+  const box = stage.getBoundingClientRect();
+  return [event.clientX - box.left, event.clientY - box.top];
+}
+
+function startGesture(event) {
+  const points = [...pointers.values()];
+  if (points.length >= 2) {
+    const [a, b] = points;
+    gesture = { kind: "pinch", distance: Math.hypot(a.x - b.x, a.y - b.y), zoom: view.zoom };
+    return;
+  }
+  const box = stage.getBoundingClientRect();
+  const nearLine = Math.abs(event.clientX - box.left - (box.width * $("compare-slider").value) / 100) < 24;
+  if (view.zoom <= 1.001 || nearLine) gesture = { kind: "split" };
+  else gesture = { kind: "pan", x: event.clientX, y: event.clientY, viewX: view.x, viewY: view.y };
+}
+
+stage.addEventListener("pointerdown", (event) => {
+  if (event.button !== 0) return;
+  stage.setPointerCapture(event.pointerId);
+  pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+  startGesture(event);
+  if (gesture.kind === "split") splitTo(event.clientX);
+  stage.classList.toggle("panning", gesture.kind === "pan");
 });
+stage.addEventListener("pointermove", (event) => {
+  if (!pointers.has(event.pointerId) || !gesture) return;
+  pointers.set(event.pointerId, { x: event.clientX, y: event.clientY });
+  if (gesture.kind === "split") splitTo(event.clientX);
+  else if (gesture.kind === "pan") setView(view.zoom, gesture.viewX + event.clientX - gesture.x, gesture.viewY + event.clientY - gesture.y);
+  else {
+    const [a, b] = [...pointers.values()];
+    const box = stage.getBoundingClientRect();
+    zoomAt((gesture.zoom * Math.hypot(a.x - b.x, a.y - b.y)) / gesture.distance, (a.x + b.x) / 2 - box.left, (a.y + b.y) / 2 - box.top);
+  }
+});
+for (const name of ["pointerup", "pointercancel"]) {
+  stage.addEventListener(name, (event) => {
+    pointers.delete(event.pointerId);
+    gesture = null;
+    stage.classList.remove("panning");
+    const [left] = pointers.entries();
+    if (left) gesture = { kind: "pan", x: left[1].x, y: left[1].y, viewX: view.x, viewY: view.y };
+  });
+}
+stage.addEventListener("wheel", (event) => {
+  event.preventDefault();
+  zoomAt(view.zoom * Math.exp(-event.deltaY * 0.002), ...stagePoint(event));
+}, { passive: false });
+stage.addEventListener("dblclick", (event) => {
+  if (view.zoom > 1.001) setView(1, 0, 0);
+  else zoomAt(zoomOf100(), ...stagePoint(event));
+});
+stage.addEventListener("keydown", (event) => {
+  const step = 0.1 * stage.clientWidth;
+  const moves = { ArrowLeft: [step, 0], ArrowRight: [-step, 0], ArrowUp: [0, step], ArrowDown: [0, -step] };
+  if (event.key === "+" || event.key === "=") zoomAt(view.zoom * 1.5);
+  else if (event.key === "-") zoomAt(view.zoom / 1.5);
+  else if (event.key === "0") setView(1, 0, 0);
+  else if (event.key === "1") zoomAt(zoomOf100());
+  else if (moves[event.key] && view.zoom > 1.001) setView(view.zoom, view.x + moves[event.key][0], view.y + moves[event.key][1]);
+  else return;
+  event.preventDefault();
+});
+$("zoom-in").addEventListener("click", () => zoomAt(view.zoom * 1.5));
+$("zoom-out").addEventListener("click", () => zoomAt(view.zoom / 1.5));
+$("zoom-fit").addEventListener("click", () => setView(1, 0, 0));
+$("zoom-100").addEventListener("click", () => zoomAt(zoomOf100()));
+$("compare-after").addEventListener("load", () => setView(view.zoom, view.x, view.y)); // its size sets "100 %"
+window.addEventListener("resize", () => dialog.open && setView(1, 0, 0));
 $("compare-download").addEventListener("click", () => compareTarget && downloadResult(compareTarget.image, compareTarget.job));
 dialog.addEventListener("close", () => {
   $("compare-before").removeAttribute("src");
