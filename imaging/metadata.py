@@ -2,11 +2,11 @@
 
 Kept: everything that describes the photo (capture date and offset, camera, lens, exposure, artist, copyright,
 description, keywords, ratings). Changed: the orientation is 1 (the output's pixels are already upright), the pixel
-dimensions are the output's, the colour space is sRGB (the output is converted to it), the software tag names us. Dropped on purpose: the embedded thumbnail (it shows the
-original pixels), maker notes (their offsets point into the original file and cannot be kept valid), offsets into
-the original (strips, sub-IFDs), Photoshop's private resources and, unless the owner asks to keep it, the location
-(GPS, and the place names of XMP and IPTC). Metadata that cannot be read is dropped, never fatal: each drop is a
-note the caller logs. docs/imaging.md has the field-by-field table.
+dimensions are the output's, the colour space is sRGB (the output is converted to it), the software tag names us.
+Dropped on purpose: the embedded thumbnail (it shows the original pixels), maker notes (their offsets point into the
+original file and cannot be kept valid), offsets into the original (strips, sub-IFDs), Photoshop's private resources
+and, unless the owner asks to keep it, the location (GPS, and the place names of XMP and IPTC). Metadata that cannot
+be read is dropped, never fatal: each drop is a note the caller logs. docs/imaging.md has the field-by-field table.
 """
 
 from __future__ import annotations

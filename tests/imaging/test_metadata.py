@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from imaging import Output, enhance_image
+from imaging import Output, OutputFormat, enhance_image
 from imaging.metadata import SourceMetadata, carry_over
 from tests.exiftool import FIXTURE, account_for, groups, read_tags
 from tests.imaging.images import EXIF_ORIENTATION, QUADRANT_CENTRES, colour_at, decoded, encode, quadrants
@@ -18,7 +18,7 @@ PHONE = FIXTURE.read_bytes()
 
 
 @pytest.mark.parametrize("fmt", ["jpeg", "png", "webp", "avif"])
-def test_every_field_of_a_phone_photo_is_kept_changed_or_dropped(fmt: str) -> None:
+def test_every_field_of_a_phone_photo_is_kept_changed_or_dropped(fmt: OutputFormat) -> None:
     source = read_tags(PHONE)
     result = enhance_image(PHONE, 1024, output=Output(format=fmt))
     output = read_tags(result.data)
