@@ -46,8 +46,13 @@ function releaseBlobs() {
   state.blobs = [];
 }
 
+// A result's extension follows the format it was written in (its media type).
+const EXTENSIONS = { "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/avif": "avif" };
+
 async function download(path, filename) {
-  const url = URL.createObjectURL(await (await api(path)).blob());
+  const blob = await (await api(path)).blob();
+  if (filename.endsWith(".*")) filename = filename.slice(0, -1) + (EXTENSIONS[blob.type] || "jpg");
+  const url = URL.createObjectURL(blob);
   const link = Object.assign(document.createElement("a"), { href: url, download: filename });
   document.body.append(link);
   link.click();
@@ -313,7 +318,7 @@ $("download-zip").addEventListener("click", () => {
 
 function downloadResult(image, job) {
   const stem = (image.filename || image.id).replace(/\.[^.]*$/, "");
-  download(`/api/jobs/${job.jobId}/result`, `${stem}-${tierLabel(job.tier)}.jpg`).catch(failed);
+  download(`/api/jobs/${job.jobId}/result`, `${stem}-${tierLabel(job.tier)}.*`).catch(failed);
 }
 
 // --- upload ----------------------------------------------------------------------------------------------------
@@ -404,6 +409,8 @@ function selectedTier() { return document.querySelector('input[name="tier"]:chec
 function enhanceBody() {
   const body = { tier: selectedTier(), skipAlreadyEnhanced: $("skip-enhanced").checked };
   if ($("only-selected").checked && state.selected.size > 0) body.imageIds = [...state.selected];
+  body.outputFormat = $("output-format").value;
+  body.keepLocation = $("keep-location").checked;
   return body;
 }
 
