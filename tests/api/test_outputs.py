@@ -77,7 +77,7 @@ def check_sticker(data: bytes, size: tuple[int, int]) -> None:
         rgba = np.asarray(image).astype(np.float64)
     with PILImage.open(io.BytesIO(sticker())) as source:
         reference = np.asarray(source.getchannel("A").resize(size, PILImage.Resampling.LANCZOS)).astype(np.float64)
-    mse = np.mean((rgba[..., 3] - reference) ** 2)
+    mse = float(np.mean((rgba[..., 3] - reference) ** 2))
     assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 30
     edge = (rgba[..., 3] > 8) & (rgba[..., 3] < 247)
     assert edge.sum() > 100

@@ -37,7 +37,7 @@ def alpha_psnr(data: bytes, source: bytes) -> float:
         size = image.size
     with Image.open(io.BytesIO(source)) as original:
         reference = np.asarray(original.getchannel("A").resize(size, Image.Resampling.LANCZOS)).astype(np.float64)
-    return float(10 * np.log10(255**2 / max(np.mean((alpha - reference) ** 2), 1e-9)))
+    return float(10 * np.log10(255**2 / max(float(np.mean((alpha - reference) ** 2)), 1e-9)))
 
 
 def edge_colours(data: bytes) -> np.ndarray:
