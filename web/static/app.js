@@ -477,7 +477,7 @@ function renderEnhanceButton() {
   $("enhance-button").textContent = quote && !problem ? `Enhance ${plural(quote.queued, "photo")} · ${plural(quote.totalCost, "token")}` : "Enhance";
 }
 
-for (const input of document.querySelectorAll('input[name="tier"], #skip-enhanced, #only-selected')) input.addEventListener("change", renderQuote);
+for (const input of document.querySelectorAll('input[name="tier"], #skip-enhanced, #only-selected, #output-format, #keep-location')) input.addEventListener("change", renderQuote);
 for (const small of document.querySelectorAll("small[data-cost]")) small.textContent = `${LIMITS.tierCosts[small.dataset.cost]} / photo`;
 $("batch-limit").textContent = LIMITS.maxBatchSize;
 
