@@ -153,3 +153,23 @@ async def test_bad_output_fields_are_400_and_charge_nothing(direct_harness: Harn
     assert response.status_code == 400
     assert response.json()["error"].startswith(message)
     assert me["tokenBalance"] == 100
+
+
+async def test_an_idempotency_key_covers_the_output_choices(direct_harness: Harness) -> None:
+    h = direct_harness
+    user = make_user(h.engine)
+    album = make_album(h.engine, user)
+    headers = {**user.headers, "Idempotency-Key": "output-choices"}
+    body = {"tier": "TIER_1K", "outputFormat": "png"}
+    async with h.async_http() as http:
+        upload = await http.post(
+            f"/api/albums/{album}/images", headers=user.headers, files=[("files", ("phone.jpg", PHONE, "image/jpeg"))]
+        )
+        assert upload.status_code == 201
+        first = await http.post(f"/api/albums/{album}/enhance", headers=headers, json=body)
+        again = await http.post(f"/api/albums/{album}/enhance", headers=headers, json=body)
+        other = await http.post(f"/api/albums/{album}/enhance", headers=headers, json={**body, "outputFormat": "webp"})
+        located = await http.post(f"/api/albums/{album}/enhance", headers=headers, json={**body, "keepLocation": True})
+    assert first.status_code == again.status_code == 200 and again.headers["Idempotent-Replayed"] == "true"
+    assert first.json() == again.json()
+    assert other.status_code == located.status_code == 422
