@@ -61,8 +61,13 @@ _TIFF = "http://ns.adobe.com/tiff/1.0/"
 _EXIF = "http://ns.adobe.com/exif/1.0/"
 _XMP = "http://ns.adobe.com/xap/1.0/"
 _XMP_NOTE = "http://ns.adobe.com/xmp/note/"
-_XMP_SIZES = {(_EXIF, "PixelXDimension"): 0, (_EXIF, "PixelYDimension"): 1, (_TIFF, "ImageWidth"): 0}
-_XMP_SIZES[(_TIFF, "ImageLength")] = 1
+# The output's size goes into these (0: its width, 1: its height), the orientation into tiff:Orientation.
+_XMP_SIZES = {
+    (_EXIF, "PixelXDimension"): 0,
+    (_EXIF, "PixelYDimension"): 1,
+    (_TIFF, "ImageWidth"): 0,
+    (_TIFF, "ImageLength"): 1,
+}
 _XMP_STALE = frozenset({(_XMP, "Thumbnails"), (_XMP_NOTE, "HasExtendedXMP")})
 # Location in any namespace: GPS (EXIF's and drones'), coordinates, and place names (IPTC Core and Extension,
 # Photoshop's city, state and country).
@@ -75,7 +80,7 @@ _XMP_LOCATION = re.compile(
 # code and name.
 _IIM_LOCATION = frozenset({26, 27, 90, 92, 95, 100, 101})
 
-_Carry = Callable[[bytes], "bytes | None"]
+_Carry = Callable[[bytes], "bytes | None"]  # one block's rewrite: its bytes in, the output's (or None) out
 
 
 @dataclass(frozen=True)
