@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-sr bench-quality bench-api bench-pipeline clean
+.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-sr bench-quality bench-api bench-pipeline bench-metadata clean
 
 # The super-resolution runtime (requirements-sr.txt) declares opencv-python, which would put a second cv2 next
 # to opencv-python-headless; its only other dependency (Pillow) is ours already, hence --no-deps.
@@ -75,6 +75,9 @@ lint: setup         ## ruff, ruff format and mypy (strict for the source), as .p
 
 bench: setup        ## imaging benchmark; writes bench/results/
 	$(BIN)/python -m bench.imaging
+
+bench-metadata: setup  ## what carrying EXIF/XMP/IPTC over costs per image; writes bench/results/metadata.*
+	$(BIN)/python -m bench.metadata
 
 bench-sr: setup     ## SR runtimes against the fp32 bound; writes bench/results/sr.*
 	$(BIN)/python -m bench.sr

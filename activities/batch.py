@@ -36,9 +36,11 @@ from core.vocabulary import (
     INVALID_IMAGE_ERROR,
     MAX_PROGRESS,
     MISSING_ORIGINAL_ERROR,
+    RESULT_EXTENSIONS,
     TIERS,
     UNFINISHED_BATCH_STATUSES,
     Activity,
+    OutputFormat,
     Tier,
 )
 from db import ledger
@@ -48,6 +50,7 @@ from imaging import (
     EngineConfig,
     EnhancedImage,
     InvalidImageError,
+    Output,
     SuperResolutionProcesses,
     enhance_image,
     needs_super_resolution,
@@ -236,7 +239,7 @@ class BatchActivities:
         token = _current_control.set(control)
         try:
             with control.working(functools.partial(self._publish_step, batch_id, inp.job_id)):
-                return self._enhance(inp.job_id)
+                return self._enhance(inp.job_id, _output(inp))
         finally:
             _current_control.reset(token)
 
@@ -266,7 +269,7 @@ class BatchActivities:
         except Exception:
             log.warning("could not publish the step of job %s", job_id, exc_info=True)
 
-    def _enhance(self, job_id: str) -> ProcessJobResult:
+    def _enhance(self, job_id: str, output: Output) -> ProcessJobResult:
         claim = self._claim(job_id)
         if claim.status != JobStatus.PROCESSING:
             return self._result_of(job_id)
@@ -279,11 +282,13 @@ class BatchActivities:
             ) from exc
         long_side = TIERS[Tier(claim.tier)].long_side
         try:
-            enhanced = self._run_engine(original, long_side, claim)
+            enhanced = self._run_engine(original, long_side, claim, output)
         except InvalidImageError as exc:
             raise ApplicationError(str(exc), type=INVALID_IMAGE_ERROR, non_retryable=True) from exc
+        for note in enhanced.notes:  # metadata that could not be read or kept: the image is fine without it
+            log.warning("job %s: metadata: %s", job_id, note)
         checkpoint("storing the result")  # the last point where a cancel stops this job
-        key = enhanced_key(job_id)
+        key = enhanced_key(job_id, RESULT_EXTENSIONS[enhanced.format])
         self.storage.put(key, enhanced.data)
         completed = self._complete(job_id, key, enhanced.width, enhanced.height, len(enhanced.data))
         if completed is None:
@@ -292,7 +297,7 @@ class BatchActivities:
             return self._result_of(job_id)
         return completed
 
-    def _run_engine(self, original: bytes, long_side: int, claim: _Claim) -> EnhancedImage:
+    def _run_engine(self, original: bytes, long_side: int, claim: _Claim, output: Output) -> EnhancedImage:
         """The network's images in a child process, whose tiles this thread relays as checkpoints while it waits
         (so heartbeats and cancels never wait for a tile); the others on this thread, one of the engine's."""
         config = self.engine_config
@@ -306,10 +311,13 @@ class BatchActivities:
                 on_progress=_steps(tiled),
                 on_wait=checkpoint,
                 wait_interval=self.heartbeat_interval,
+                output=output,
             )
         with self._engine_thread():
             checkpoint("enhancing")
-            return enhance_image(original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled))
+            return enhance_image(
+                original, long_side, self.max_image_pixels, config=config, on_progress=_steps(tiled), output=output
+            )
 
     @contextmanager
     def _engine_thread(self) -> Iterator[None]:
@@ -415,6 +423,11 @@ class BatchActivities:
     def all(self) -> list[Callable[..., Any]]:
         """The activity callables to register on a worker."""
         return [self.process_job, self.close_job, self.set_batch_status, self.finish_batch]
+
+
+def _output(inp: ProcessJobInput) -> Output:
+    """What the batch's request asked the image to be written as (the metadata is always carried over)."""
+    return Output(format=OutputFormat(inp.output_format).value, keep_location=inp.keep_location)
 
 
 def _steps(tiled: bool) -> Callable[[int, int], None]:

@@ -13,6 +13,7 @@ from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
 from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from core.vocabulary import OutputFormat
 from db.models import Album, Batch, EnhancementJob, Image, User
 from db.session import transaction
 from services.launcher import BatchLauncher
@@ -158,6 +159,11 @@ async def parse_enhance_request(request: Request) -> EnhanceRequest:
             raise InvalidRequest("Invalid tier. Must be one of: TIER_1K, TIER_2K, TIER_4K") from exc
         if "imageIds" in fields:
             raise InvalidRequest(IMAGE_IDS_RULE) from exc
+        if "outputFormat" in fields:
+            formats = ", ".join(OutputFormat)
+            raise InvalidRequest(f"Invalid outputFormat. Must be one of: {formats}") from exc
+        if "keepLocation" in fields:
+            raise InvalidRequest("keepLocation must be a boolean") from exc
         raise InvalidRequest("skipAlreadyEnhanced must be a boolean") from exc
 
 

@@ -6,10 +6,11 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from core.vocabulary import BatchStatus, JobStatus, Tier
+from core.vocabulary import BatchStatus, JobStatus, OutputFormat, Tier
 
 # The vocabulary's enums, so the OpenAPI lists exactly the values the service knows.
 TierName = Tier
+OutputFormatName = OutputFormat
 JobStatusName = JobStatus
 BatchStatusName = BatchStatus
 
@@ -124,6 +125,18 @@ class EnhanceRequest(ApiModel):
         "the named images.",
     )
 
+    output_format: OutputFormatName | None = Field(
+        default=None,
+        description="The results' format: jpeg (the default), png, webp, avif, or auto (PNG when the image has "
+        "transparency, else JPEG). PNG, WebP and AVIF keep transparency.",
+    )
+    keep_location: bool | None = Field(
+        default=None,
+        strict=True,
+        description="Keep the photos' location (GPS and place names) in the results' metadata. Default: the "
+        "service's KEEP_LOCATION_DEFAULT (off). The rest of the metadata (date, camera, keywords...) is always kept.",
+    )
+
     @field_validator("image_ids")
     @classmethod
     def _distinct(cls, ids: list[str] | None) -> list[str] | None:
@@ -187,6 +200,9 @@ class JobOut(ApiModel):
     enhanced_width: int | None
     enhanced_height: int | None
     enhanced_size_bytes: int | None
+    enhanced_format: str | None = Field(
+        default=None, description="The result's media type (image/jpeg, image/png, image/webp, image/avif)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -205,6 +221,8 @@ class BatchOut(ApiModel):
     tokens_charged: int
     tokens_refunded: int
     created_at: datetime
+    output_format: OutputFormatName = OutputFormat.JPEG
+    keep_location: bool = False
     jobs: list[JobOut]
 
 

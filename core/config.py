@@ -142,6 +142,16 @@ class Settings(BaseSettings):
     sr_gpu_id: int | None = None
     sr_noise: int | None = None
     sr_noise_auto: bool | None = None
+    # The encoders of the output formats other than JPEG (unset: 90, 4, 80, 6, 6): WEBP_QUALITY 0..100 and
+    # WEBP_METHOD 0..6 (effort), AVIF_QUALITY 0..100 and AVIF_SPEED 0..10 (10 the fastest), PNG_COMPRESS_LEVEL 0..9.
+    webp_quality: int | None = None
+    webp_method: int | None = None
+    avif_quality: int | None = None
+    avif_speed: int | None = None
+    png_compress_level: int | None = None
+    # Whether an enhance request that does not say (no `keepLocation`) keeps the photos' location (GPS and place
+    # names) in the results; off: enhanced photos get shared.
+    keep_location_default: bool = False
     # Images the network will enlarge run on their own task queue, so CPU-light and heavy (GPU) work scale apart;
     # a worker serves the queues WORKER_QUEUES names (empty: every queue, as `make dev` does).
     sr_task_queue: str = "album-enhance-sr"

@@ -39,11 +39,16 @@ class BatchEnhanceInput:
     sr_task_queue: str | None = None
     # How long each of those jobs' activity may run (start to close): its tiles times the time a tile may take.
     sr_job_seconds: dict[str, float] = field(default_factory=dict)
+    # What the request asked its images to be written as (a batch started before these existed: JPEG, no location).
+    output_format: str = "jpeg"
+    keep_location: bool = False
 
 
 @dataclass(frozen=True)
 class ProcessJobInput:
     job_id: str
+    output_format: str = "jpeg"  # as the batch's request asked (BatchEnhanceInput)
+    keep_location: bool = False
 
 
 @dataclass(frozen=True)

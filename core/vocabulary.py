@@ -30,6 +30,32 @@ TIERS: dict[Tier, TierSpec] = {
 TIER_LONG_SIDES: dict[str, int] = {tier.value: spec.long_side for tier, spec in TIERS.items()}  # by tier name
 
 
+class OutputFormat(StrEnum):
+    """The format an enhance request asks for: auto keeps transparency (PNG) when the source has any, else JPEG."""
+
+    JPEG = "jpeg"
+    PNG = "png"
+    WEBP = "webp"
+    AVIF = "avif"
+    AUTO = "auto"
+
+
+# A result's file: its extension (in its storage key and download names) by the format written, and its media type
+# by extension.
+RESULT_EXTENSIONS: dict[str, str] = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "AVIF": "avif"}
+RESULT_MEDIA_TYPES: dict[str, str] = {
+    "jpg": "image/jpeg",
+    "png": "image/png",
+    "webp": "image/webp",
+    "avif": "image/avif",
+}
+
+
+def result_media_type(key: str) -> str:
+    """The media type of a stored result, from its key's extension (results stored before formats are JPEG)."""
+    return RESULT_MEDIA_TYPES.get(key.rsplit(".", 1)[-1], "image/jpeg")
+
+
 class JobStatus(StrEnum):
     PENDING = "PENDING"
     PROCESSING = "PROCESSING"

@@ -11,9 +11,10 @@ from sqlmodel import Field, SQLModel
 
 # Re-exported for the callers that think in tables; defined once in core.vocabulary.
 from core.vocabulary import IN_FLIGHT_STATUSES as IN_FLIGHT_STATUSES
-from core.vocabulary import MAX_ERROR_MESSAGE, MAX_PROGRESS
+from core.vocabulary import MAX_ERROR_MESSAGE, MAX_PROGRESS, result_media_type
 from core.vocabulary import BatchStatus as BatchStatus
 from core.vocabulary import JobStatus as JobStatus
+from core.vocabulary import OutputFormat as OutputFormat
 from core.vocabulary import Tier as Tier
 
 
@@ -101,6 +102,11 @@ class Batch(SQLModel, table=True):
     created_at: datetime = timestamp_field()
     started_at: datetime | None = timestamp_field(nullable=True)
     finished_at: datetime | None = timestamp_field(nullable=True)
+    # What the request asked its images to be written as: the format, and whether the location stays in them.
+    output_format: OutputFormat = Field(
+        default=OutputFormat.JPEG, sa_type=sa.String(8), sa_column_kwargs={"server_default": "jpeg"}
+    )
+    keep_location: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class EnhancementJob(SQLModel, table=True):
@@ -126,6 +132,11 @@ class EnhancementJob(SQLModel, table=True):
     created_at: datetime = timestamp_field()
     started_at: datetime | None = timestamp_field(nullable=True)
     finished_at: datetime | None = timestamp_field(nullable=True)
+
+    @property
+    def enhanced_format(self) -> str | None:
+        """The result's media type (its storage key says which format it was written in)."""
+        return result_media_type(self.enhanced_key) if self.enhanced_key is not None else None
 
 
 class TokenTransaction(SQLModel, table=True):

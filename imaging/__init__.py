@@ -13,7 +13,7 @@ pillow_heif.register_heif_opener()
 # 89-179 MP headers would only be log noise in front of that refusal.
 warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 
-from imaging.config import EngineConfig  # noqa: E402
+from imaging.config import OUTPUT_FORMATS, EngineConfig, Output, OutputFormat  # noqa: E402
 from imaging.enhance import EnhancedImage, Progress, enhance_image, needs_super_resolution  # noqa: E402
 from imaging.errors import InvalidImageError  # noqa: E402
 from imaging.probe import ImageInfo, probe_image  # noqa: E402
@@ -26,6 +26,9 @@ __all__ = [
     "EnhancedImage",
     "ImageInfo",
     "InvalidImageError",
+    "OUTPUT_FORMATS",
+    "Output",
+    "OutputFormat",
     "ProcessLimits",
     "Progress",
     "SuperResolutionProcesses",

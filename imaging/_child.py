@@ -63,7 +63,14 @@ def answer(conn: Connection, request: _Request, config: EngineConfig) -> _Done |
                 raise _Cancelled
 
     try:
-        image = enhance_image(request.data, request.long_side, request.max_pixels, config=config, on_progress=report)
+        image = enhance_image(
+            request.data,
+            request.long_side,
+            request.max_pixels,
+            config=config,
+            on_progress=report,
+            output=request.output,
+        )
     except _Cancelled:
         return _Stopped(rss_mb())
     except InvalidImageError as exc:

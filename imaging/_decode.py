@@ -12,6 +12,7 @@ from PIL import Image
 from imaging._source import DECODE_ERRORS, exif_orientation, format_name, open_image
 from imaging.colour import convert_image_to_srgb, source_profile
 from imaging.errors import InvalidImageError
+from imaging.metadata import SourceMetadata, read_metadata
 
 ChannelOrder = Literal["RGB", "BGR", "L"]
 
@@ -30,6 +31,7 @@ _CV_GRAY_FLAGS = {
     8: cv2.IMREAD_REDUCED_GRAYSCALE_8,
 }
 _BAND_ROWS = 256  # source rows per conversion band: ~10 MB at 60 MP
+_ALPHA_MODES = frozenset({"PA", "RGBA", "RGBa", "LA", "La"})
 _HIGH_BIT_DEPTH_SCALE = {"I": 1 / 257, "F": 1.0}  # "I" holds 16-bit samples (PNG, TIFF); "F" is 0..255
 
 
@@ -42,6 +44,10 @@ class Source:
     icc: bytes | None
     orientation: int
     stored_size: tuple[int, int]
+    # Only when asked for and the source has a pixel that is not opaque; the colour is then straight (not
+    # premultiplied), as decoded.
+    alpha: np.ndarray | None = None
+    metadata: SourceMetadata = SourceMetadata()
 
 
 def fit_long_side(size: tuple[int, int], long_side: int) -> tuple[int, int]:
@@ -52,23 +58,55 @@ def fit_long_side(size: tuple[int, int], long_side: int) -> tuple[int, int]:
     return max(1, round(width * long_side / height)), long_side
 
 
-def decode(data: bytes, max_pixels: int, long_side: int | None = None) -> Source:
-    """Decode to 8-bit RGB/BGR/L pixels; a JPEG may come out DCT-reduced, never below the long_side fit."""
+def decode(data: bytes, max_pixels: int, long_side: int | None = None, keep_alpha: bool = False) -> Source:
+    """Decode to 8-bit RGB/BGR/L pixels; a JPEG may come out DCT-reduced, never below the long_side fit.
+    keep_alpha: transparency comes back as `alpha` instead of being flattened onto white."""
     image = open_image(data, max_pixels)
     fmt = format_name(image)
     stored = image.size
+    metadata = read_metadata(image)
     min_size = fit_long_side(stored, long_side) if long_side else None
     if fmt == "JPEG" and image.mode in ("RGB", "L") and _jpeg_is_complete(data):
         fast = _decode_jpeg_opencv(data, image.mode, _jpeg_scale(stored, min_size))
         if fast is not None:
             order: ChannelOrder = "BGR" if image.mode == "RGB" else "L"
-            return Source(fast, order, source_profile(image.info), exif_orientation(image), stored)
+            return Source(fast, order, source_profile(image.info), exif_orientation(image), stored, None, metadata)
     if fmt == "JPEG" and min_size is not None:
         image.draft(image.mode, min_size)
     load_first_frame(image)
     orientation, icc = exif_orientation(image), source_profile(image.info)
-    pixels, order, icc = _to_pixels(image, icc, _jpeg_scale(image.size, min_size))
-    return Source(pixels, order, icc, orientation, stored)
+    reduction = _jpeg_scale(image.size, min_size)
+    if keep_alpha and _has_alpha(image):
+        pixels, alpha, order = _to_pixels_with_alpha(image, reduction)
+        if alpha is not None:
+            return Source(pixels, order, icc, orientation, stored, alpha, metadata)
+    pixels, order, icc = _to_pixels(image, icc, reduction)
+    return Source(pixels, order, icc, orientation, stored, None, metadata)
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in _ALPHA_MODES or "transparency" in image.info
+
+
+def _to_pixels_with_alpha(image: Image.Image, reduction: int) -> tuple[np.ndarray, np.ndarray | None, ChannelOrder]:
+    """Colour and alpha, reduced by an integer factor with the colour premultiplied (no dark fringes); alpha None
+    when every pixel is opaque after all (the caller then decodes as usual)."""
+    gray = image.mode in ("L", "LA", "La") or (image.mode in ("P", "PA") and _palette_is_gray(image))
+    both = np.asarray(_convert(image, "LA" if gray else "RGBA"))
+    alpha = both[..., -1]
+    colour = both[..., 0] if gray else both[..., :3]
+    if int(alpha.min()) == 255:
+        return colour, None, "L" if gray else "RGB"
+    if reduction > 1:
+        size = (-(-alpha.shape[1] // reduction), -(-alpha.shape[0] // reduction))
+        weight = alpha.astype(np.float32) * np.float32(1 / 255)
+        premultiplied = colour.astype(np.float32) * (weight if gray else weight[..., None])
+        shrunk_weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA)
+        shrunk = cv2.resize(premultiplied, size, interpolation=cv2.INTER_AREA)
+        divisor = np.maximum(shrunk_weight, np.float32(1e-6))
+        colour = np.clip(shrunk / (divisor if gray else divisor[..., None]) + 0.5, 0, 255).astype(np.uint8)
+        alpha = np.clip(shrunk_weight * 255 + 0.5, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(colour), np.ascontiguousarray(alpha), "L" if gray else "RGB"
 
 
 def load_first_frame(image: Image.Image) -> None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from collections.abc import Callable
 from functools import cache
 
 import cv2
 import numpy as np
-from PIL import Image, ImageCms
+from PIL import Image, ImageCms, PngImagePlugin
 
 from imaging._decode import ChannelOrder
 from imaging.colour import srgb_profile_bytes, transform_for
+from imaging.config import EngineConfig
+from imaging.metadata import NO_METADATA, OutputMetadata, jpeg_segments
 
 # Shrinking: Gaussian pyramid halvings (JPEG decoding already does them in the DCT) while 2x or more is left, then a
 # 7-tap separable pre-filter and bicubic interpolation whose combined frequency response is fitted to that
@@ -131,18 +134,93 @@ def orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     return pixels if op is None else op(pixels)
 
 
-def encode_jpeg(bgr: np.ndarray, full_chroma: bool = False) -> bytes:
-    """Baseline JPEG, quality 90, 4:2:0 (4:4:4 with full_chroma), with an sRGB ICC profile."""
+def encode_jpeg(bgr: np.ndarray, full_chroma: bool = False, metadata: OutputMetadata = NO_METADATA) -> bytes:
+    """Baseline JPEG, quality 90, 4:2:0 (4:4:4 with full_chroma), with the metadata and an sRGB ICC profile."""
     ok, encoded = cv2.imencode(".jpg", bgr, [*_JPEG_PARAMS, _SAMPLING[full_chroma]])
     if not ok:
         raise RuntimeError("OpenCV failed to encode a JPEG")
-    return _insert_icc(encoded.reshape(-1).data, srgb_profile_bytes())
+    return _insert_segments(encoded.reshape(-1).data, srgb_profile_bytes(), jpeg_segments(metadata))
 
 
-def _insert_icc(jpeg: memoryview, icc: bytes) -> bytes:
-    # OpenCV's encoder cannot embed ICC in every supported version; an APP2 segment is all it takes.
+def _insert_segments(jpeg: memoryview, icc: bytes, metadata: list[bytes]) -> bytes:
+    # OpenCV's encoder cannot embed ICC in every supported version; an APP2 segment is all it takes. The
+    # metadata's segments (EXIF, XMP, IPTC) go before it, the entropy-coded data is untouched.
     segment = b"\xff\xe2" + struct.pack(">H", 2 + 14 + len(icc)) + b"ICC_PROFILE\x00\x01\x01" + icc
     position = 2
     if jpeg[2:4].tobytes() == b"\xff\xe0":  # keep JFIF APP0 first, as the JFIF spec requires
         position = 4 + int.from_bytes(jpeg[4:6], "big")
-    return b"".join((jpeg[:position], segment, jpeg[position:]))
+    return b"".join((jpeg[:position], *metadata, segment, jpeg[position:]))
+
+
+def encode_with_pillow(
+    bgr: np.ndarray, alpha: np.ndarray | None, fmt: str, config: EngineConfig, metadata: OutputMetadata = NO_METADATA
+) -> bytes:
+    """PNG, WebP or AVIF (fmt as Pillow names it), with alpha when given, an sRGB ICC profile, and the metadata's
+    EXIF and XMP (these formats have no place for IPTC IIM; its fields live in the XMP of most photos)."""
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB if alpha is None else cv2.COLOR_BGR2RGBA)
+    if alpha is not None:
+        rgb[..., 3] = alpha
+    image = Image.fromarray(rgb, "RGB" if alpha is None else "RGBA")
+    options: dict[str, object] = {"icc_profile": srgb_profile_bytes()}
+    if metadata.exif is not None:
+        options["exif"] = metadata.exif
+    if fmt == "PNG":
+        options["compress_level"] = config.png_compress_level
+        if metadata.xmp is not None:
+            text = PngImagePlugin.PngInfo()
+            text.add_itxt("XML:com.adobe.xmp", metadata.xmp.decode("utf-8", "replace"))
+            options["pnginfo"] = text
+    else:
+        if metadata.xmp is not None:
+            options["xmp"] = metadata.xmp
+        if fmt == "WEBP":
+            options |= {"quality": config.webp_quality, "method": config.webp_method}
+        else:
+            options |= {"quality": config.avif_quality, "speed": config.avif_speed}
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def bleed(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """The colour with every fully transparent pixel given the colour of its nearest visible ones (push-pull
+    over a pyramid), so resampling, sharpening and the network never drag hidden colour (often black) into
+    the visible edge. Visible pixels are unchanged."""
+    hidden = alpha == 0
+    if not hidden.any() or hidden.all():
+        return colour
+    shape = colour.shape
+    weight = (~hidden).astype(np.float32)
+    values = colour.reshape(shape[0], shape[1], -1).astype(np.float32) * weight[..., None]
+    levels = [(values, weight)]
+    while max(values.shape[:2]) > 1:
+        size = (max(1, values.shape[1] // 2), max(1, values.shape[0] // 2))
+        values = cv2.resize(values, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0], -1)
+        weight = cv2.resize(weight, size, interpolation=cv2.INTER_AREA).reshape(size[1], size[0])
+        levels.append((values, weight))
+    filled = values / np.maximum(weight, 1e-6)[..., None]
+    for values, weight in reversed(levels[:-1]):
+        height, width = weight.shape
+        coarse = cv2.resize(filled, (width, height), interpolation=cv2.INTER_LINEAR).reshape(height, width, -1)
+        own = np.minimum(weight, 1.0)[..., None]
+        filled = values / np.maximum(weight, 1e-6)[..., None] * own + coarse * (1.0 - own)
+    out = colour.copy()
+    out[hidden] = np.clip(filled + 0.5, 0, 255).astype(np.uint8).reshape(shape)[hidden]
+    return out
+
+
+def resize_premultiplied(
+    bgr: np.ndarray, alpha: np.ndarray, size: tuple[int, int], decoded_reduced: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """resize() of colour and alpha together, the colour weighted by its alpha (premultiplied), so a transparent
+    neighbour adds nothing to a visible pixel: no dark (or any other) fringes."""
+    if bgr.shape[1::-1] == size:
+        return bgr, alpha
+    weight = alpha.astype(np.float32) * np.float32(1 / 255)
+    stacked = np.dstack([bgr.astype(np.float32) * weight[..., None], alpha.astype(np.float32)])
+    resized = resize(stacked, size, decoded_reduced)
+    out_alpha = np.clip(resized[..., 3], 0.0, 255.0)
+    divisor = np.maximum(out_alpha * np.float32(1 / 255), np.float32(1e-6))[..., None]
+    colour = np.clip(resized[..., :3] / divisor + 0.5, 0, 255).astype(np.uint8)
+    alpha_out = (out_alpha + 0.5).astype(np.uint8)
+    return bleed(colour, alpha_out), alpha_out

@@ -21,6 +21,9 @@ SR_MODEL_CONTEXT: dict[str, int] = {
     "upconv_7_anime_style_art_rgb": 7,
     "cunet": 18,
 }
+# Output formats: jpeg (the default), png, webp, avif, or auto (PNG when the source has transparency, else JPEG).
+OutputFormat = Literal["jpeg", "png", "webp", "avif", "auto"]
+OUTPUT_FORMATS: tuple[OutputFormat, ...] = ("jpeg", "png", "webp", "avif", "auto")
 _MIN_TILE = 32  # the runtime refuses smaller tiles
 _MAX_TILE = 2048
 _MAX_THREADS = 64
@@ -49,6 +52,13 @@ class EngineConfig:
     sr_gpu_id: int = 0
     sr_noise: int = -1
     sr_noise_auto: bool = True
+    # Encoders of the formats other than JPEG (quality 90, fixed): WebP quality 0..100 and method (effort) 0..6,
+    # AVIF quality 0..100 and speed 0..10 (10 the fastest), PNG zlib level 0..9.
+    webp_quality: int = 90
+    webp_method: int = 4
+    avif_quality: int = 80
+    avif_speed: int = 6
+    png_compress_level: int = 6
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -68,11 +78,33 @@ class EngineConfig:
         _check_int("sr_noise", self.sr_noise, -1, 3)
         if not isinstance(self.sr_noise_auto, bool):
             raise ValueError(f"sr_noise_auto must be a boolean, got {self.sr_noise_auto!r}")
+        _check_int("webp_quality", self.webp_quality, 0, 100)
+        _check_int("webp_method", self.webp_method, 0, 6)
+        _check_int("avif_quality", self.avif_quality, 0, 100)
+        _check_int("avif_speed", self.avif_speed, 0, 10)
+        _check_int("png_compress_level", self.png_compress_level, 0, 9)
 
     @property
     def sr_context(self) -> int:
         """Source pixels of context around each tile."""
         return SR_MODEL_CONTEXT[self.sr_model]
+
+
+@dataclass(frozen=True)
+class Output:
+    """What one enhancement writes: the format, and whether the source's metadata is carried over (EXIF, XMP,
+    IPTC; imaging/metadata.py) with or without its location."""
+
+    format: OutputFormat = "jpeg"
+    metadata: bool = True
+    keep_location: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in OUTPUT_FORMATS:
+            raise ValueError(f"format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.format!r}")
+
+
+DEFAULT_OUTPUT = Output()
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> None:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from imaging.config import EngineConfig
+from imaging.config import DEFAULT_OUTPUT, EngineConfig, Output
 from imaging.enhance import EnhancedImage, Progress
 from imaging.errors import InvalidImageError
 from imaging.sr import SuperResolutionUnavailableError
@@ -81,6 +81,7 @@ class _Request:
     data: bytes
     long_side: int
     max_pixels: int
+    output: Output = DEFAULT_OUTPUT
 
 
 _CANCEL = "cancel"
@@ -191,8 +192,9 @@ class SuperResolutionProcesses:
         on_progress: Progress,
         on_wait: Wait = lambda: None,
         wait_interval: float = 0.5,
+        output: Output = DEFAULT_OUTPUT,
     ) -> EnhancedImage:
-        """`enhance_image(data, long_side, max_pixels, config=self.config, on_progress=...)` in a child.
+        """`enhance_image(data, long_side, max_pixels, config=self.config, on_progress=..., output=...)` in a child.
 
         on_progress(done, total) is called on this thread for every step the child reports; on_wait() at least
         every `wait_interval` seconds while this thread waits (for a free child or for the next tile). Whatever
@@ -203,7 +205,9 @@ class SuperResolutionProcesses:
         child = self._acquire(on_wait, wait_interval)
         keep = False
         try:
-            answer = self._follow(child, _Request(data, long_side, max_pixels), on_progress, on_wait, wait_interval)
+            answer = self._follow(
+                child, _Request(data, long_side, max_pixels, output), on_progress, on_wait, wait_interval
+            )
         except EngineProcessError:
             if child.process.poll() is None:
                 self._kill(child)  # stalled

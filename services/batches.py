@@ -161,6 +161,8 @@ def input_for(batch: Batch, jobs: list[EnhancementJob], images: list[Image], set
         sr_job_ids=list(sr_seconds),
         sr_task_queue=settings.sr_task_queue,
         sr_job_seconds=sr_seconds,
+        output_format=batch.output_format,
+        keep_location=batch.keep_location,
     )
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from core.errors import DomainError, InvalidRequest, NotFound
-from core.vocabulary import TIERS
+from core.vocabulary import TIERS, OutputFormat
 from db import ledger
 from db.models import (
     IN_FLIGHT_STATUSES,
@@ -31,6 +31,9 @@ class BatchRequest:
     tier: Tier
     skip_already_enhanced: bool
     image_ids: tuple[str, ...] | None = None
+    # How the results are written: the format, and whether the location stays in their metadata.
+    output_format: OutputFormat = OutputFormat.JPEG
+    keep_location: bool = False
 
 
 @dataclass(frozen=True)
@@ -184,6 +187,8 @@ def plan_and_charge(session: Session, request: BatchRequest, max_batch_size: int
         tier=request.tier,
         execution_mode=execution_mode,
         tokens_charged=plan.total_cost,
+        output_format=request.output_format,
+        keep_location=request.keep_location,
     )
     session.add(batch)
     session.flush()

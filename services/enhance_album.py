@@ -20,7 +20,7 @@ from sqlmodel import Session
 from core.config import Settings
 from core.contracts import BatchEnhanceInput
 from core.errors import BatchStartFailed, Conflict, RateLimitState
-from core.vocabulary import BatchStatus
+from core.vocabulary import BatchStatus, OutputFormat
 from db.models import Batch
 from db.session import transaction
 from services import idempotency, rate_limit
@@ -152,8 +152,16 @@ def _claim_key(
 
 
 def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
-    """What identifies the request for its Idempotency-Key: everything but who sent it and the key itself."""
-    return {name: value for name, value in asdict(command).items() if name not in ("user_id", "idempotency_key")}
+    """What identifies the request for its Idempotency-Key: everything but who sent it and the key itself. The output
+    choices only when they differ from the defaults, so a key's fingerprint is what it was before they existed."""
+    request = {name: value for name, value in asdict(command).items() if name not in ("user_id", "idempotency_key")}
+    for name, default in _OUTPUT_DEFAULTS.items():
+        if request[name] == default:
+            del request[name]
+    return request
+
+
+_OUTPUT_DEFAULTS: dict[str, object] = {"output_format": OutputFormat.JPEG, "keep_location": False}
 
 
 def _replay(stored: idempotency.StoredOutcome) -> EnhanceOutcome:

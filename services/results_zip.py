@@ -48,16 +48,17 @@ def result_files(session: Session, album_id: str) -> list[ResultFile]:
             continue
         seen_images.add(image.id)
         base = f"{safe_stem(image.original_filename, image.id[:8])}-{job.tier.removeprefix('TIER_')}"
-        name, n = f"{base}.jpg", 2
+        extension = job.enhanced_key.rsplit(".", 1)[-1]  # the format the result was written in
+        name, n = f"{base}.{extension}", 2
         while name in used:
-            name, n = f"{base}-{n}.jpg", n + 1
+            name, n = f"{base}-{n}.{extension}", n + 1
         used.add(name)
         files.append(ResultFile(name, job.enhanced_key))
     return files
 
 
 def write_zip(storage: Storage, files: list[ResultFile]) -> IO[bytes]:
-    """The zip, rewound; JPEGs are stored as they are (compressing them again gains nothing)."""
+    """The zip, rewound; images are stored as they are (compressing them again gains nothing)."""
     out = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY_BYTES)  # noqa: SIM115  (returned open)
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
         for file in files:

@@ -27,9 +27,9 @@ def original_key(album_id: str, image_id: str, image_format: str) -> str:
     return f"originals/{album_id}/{image_id}.{image_format.lower()}"
 
 
-def enhanced_key(job_id: str) -> str:
-    """Storage key of a job's enhanced JPEG."""
-    return f"enhanced/{job_id}.jpg"
+def enhanced_key(job_id: str, extension: str = "jpg") -> str:
+    """Storage key of a job's enhanced image, with the extension of its format."""
+    return f"enhanced/{job_id}.{extension}"
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class BatchEnhanceWorkflow:
         heavy = job.job_id in inp.sr_job_ids and inp.sr_task_queue is not None
         self._enhancing = workflow.start_activity(
             Activity.PROCESS_JOB,
-            ProcessJobInput(job_id=job.job_id),
+            ProcessJobInput(job_id=job.job_id, output_format=inp.output_format, keep_location=inp.keep_location),
             result_type=ProcessJobResult,
             task_queue=inp.sr_task_queue if heavy else None,
             start_to_close_timeout=timedelta(

@@ -98,7 +98,7 @@ class DirectBatch:
             try:
                 result: ProcessJobResult = await self._on_image_thread(
                     self.activities.enhance_in_process,
-                    ProcessJobInput(job.job_id),
+                    ProcessJobInput(job.job_id, self.inp.output_format, self.inp.keep_location),
                     self.inp.batch_id,
                     self._job_cancelled,
                     on_step,

@@ -37,7 +37,7 @@ from api.schemas import (
     UploadOut,
 )
 from core.errors import InvalidRequest
-from core.vocabulary import TIERS
+from core.vocabulary import TIERS, OutputFormat
 from db.models import Album, EnhancementJob, Image, Tier
 from db.session import transaction
 from services import enhance, idempotency
@@ -207,6 +207,8 @@ async def enhance_album(
         tier=Tier(body.tier),
         skip_already_enhanced=body.skip_already_enhanced,
         image_ids=tuple(body.image_ids) if body.image_ids is not None else None,
+        output_format=body.output_format or OutputFormat.JPEG,
+        keep_location=body.keep_location if body.keep_location is not None else settings.keep_location_default,
         idempotency_key=idempotency.validate_key(idempotency_key) if idempotency_key is not None else None,
     )
     outcome = await enhance_album_use_case(session, settings, launcher.start, command)

@@ -35,6 +35,8 @@ def read_batch(batch: OwnedBatch, session: SessionDep) -> BatchOut:
         tokens_charged=batch.tokens_charged,
         tokens_refunded=counts.tokens_refunded,
         created_at=batch.created_at,
+        output_format=batch.output_format,
+        keep_location=batch.keep_location,
         jobs=[JobOut.model_validate(job) for job in jobs],
     )
 

@@ -21,7 +21,10 @@ _CHUNK = 256 * 1024
     "/{albumId}/results.zip",
     response_class=StreamingResponse,
     responses={
-        200: {"content": {"application/zip": {}}, "description": "One JPEG per enhanced image (its newest result)"},
+        200: {
+            "content": {"application/zip": {}},
+            "description": "One image per enhanced image (its newest result), named with its format's extension",
+        },
         401: {"model": ErrorOut},
         403: {"model": ErrorOut},
         404: {"model": ErrorOut},

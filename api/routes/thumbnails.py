@@ -8,7 +8,7 @@ from api.deps import OwnedImage, SettingsDep, StorageDep
 from api.schemas import ErrorOut
 from core.errors import NotFound
 from imaging import InvalidImageError
-from services.thumbnails import etag, thumbnail_of
+from services.thumbnails import etag, thumbnail_media_type, thumbnail_of
 from storage.local import ObjectNotFound
 
 router = APIRouter(prefix="/images", tags=["images"])
@@ -21,7 +21,10 @@ CACHE_CONTROL = "private, max-age=31536000, immutable"
     "/{imageId}/thumbnail",
     response_class=Response,
     responses={
-        200: {"content": {"image/jpeg": {}}, "description": "A JPEG whose longer side is at most THUMBNAIL_SIZE"},
+        200: {
+            "content": {"image/jpeg": {}, "image/webp": {}},
+            "description": "A JPEG (a WebP keeping transparency) whose longer side is at most THUMBNAIL_SIZE",
+        },
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
         401: {"model": ErrorOut},
         404: {"model": ErrorOut},
@@ -33,7 +36,7 @@ def read_thumbnail(
     settings: SettingsDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=500)] = None,
 ) -> Response:
-    """A small JPEG of the original, made on first request and kept in storage."""
+    """A small JPEG of the original (WebP when it has transparency), made on first request and kept in storage."""
     tag = etag(image.id, settings.thumbnail_size)
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     if if_none_match is not None and tag in (value.strip() for value in if_none_match.split(",")):
@@ -44,4 +47,4 @@ def read_thumbnail(
         raise NotFound("Original image not found in storage") from exc
     except InvalidImageError as exc:
         raise NotFound("No thumbnail: the original is not a readable image") from exc
-    return Response(data, media_type="image/jpeg", headers=headers)
+    return Response(data, media_type=thumbnail_media_type(data), headers=headers)

@@ -110,3 +110,23 @@ def test_a_job_waits_for_an_engine_thread_and_still_notices_a_cancel(db_url: str
         gated._engine_gate.release()
         assert later.result(timeout=60).status == JobStatus.COMPLETED
     assert job(gated, waiting_job).status == JobStatus.PROCESSING, "interrupted: left for the driver to close"
+
+
+def test_hostile_metadata_is_logged_and_the_image_completes(
+    activities: BatchActivities, caplog: pytest.LogCaptureFixture
+) -> None:
+    plain = photo_bytes("rocket.jpg")
+    bomb = b'<!DOCTYPE x [<!ENTITY a "aaaa">]><x:xmpmeta xmlns:x="adobe:ns:meta/">&a;</x:xmpmeta>'
+    payload = b"http://ns.adobe.com/xap/1.0/\x00" + bomb
+    segment = b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload
+    _, job_id = pending_job(activities, plain[:2] + segment + plain[2:])
+    with caplog.at_level("WARNING", logger="activities.batch"):
+        result = ActivityEnvironment().run(
+            activities.process_job, ProcessJobInput(job_id, output_format="png", keep_location=False)
+        )
+    assert result.status == JobStatus.COMPLETED
+    assert f"job {job_id}: metadata: XMP unreadable" in caplog.text
+    row = job(activities, job_id)
+    assert (row.enhanced_key or "").endswith(".png") and row.enhanced_format == "image/png"
+    with PILImage.open(io.BytesIO(activities.storage.get(row.enhanced_key or ""))) as out:
+        assert out.format == "PNG" and out.size == (1024, 683)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image as PILImage
 from sqlmodel import Session
@@ -279,17 +280,23 @@ def test_thumbnail_is_a_small_cached_jpeg(direct_harness: Harness) -> None:
     assert len(cached) == 1
 
 
-def test_thumbnail_flattens_alpha_and_keeps_small_images_small(direct_harness: Harness) -> None:
+def test_thumbnail_keeps_alpha_and_keeps_small_images_small(direct_harness: Harness) -> None:
     h = direct_harness
     user = make_user(h.engine)
     album = make_album(h.engine, user)
-    transparent = io.BytesIO()
-    PILImage.new("RGBA", (40, 20), (0, 0, 0, 0)).save(transparent, "PNG")
-    image = make_image(h.engine, h.storage, album, transparent.getvalue())
+    transparent = PILImage.new("RGBA", (40, 20), (0, 0, 0, 0))
+    transparent.paste((200, 30, 30, 255), (10, 5, 30, 15))
+    data = io.BytesIO()
+    transparent.save(data, "PNG")
+    image = make_image(h.engine, h.storage, album, data.getvalue())
     response = h.http.get(f"/api/images/{image}/thumbnail", headers=user.headers)
+    assert response.headers["content-type"] == "image/webp"
     with PILImage.open(io.BytesIO(response.content)) as thumb:
-        assert thumb.size == (40, 20)
-        assert thumb.convert("RGB").getpixel((10, 10)) == (255, 255, 255)
+        assert thumb.size == (40, 20) and thumb.mode == "RGBA"
+        pixels = np.asarray(thumb)
+        assert pixels[2, 2, 3] == 0
+        red, green, blue, alpha = (int(value) for value in pixels[10, 20])
+        assert alpha == 255 and red > 170 and green < 60 and blue < 60
 
 
 def test_thumbnail_of_another_users_image_is_404_and_not_made(direct_harness: Harness) -> None:

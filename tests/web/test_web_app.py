@@ -13,12 +13,14 @@ from PIL import Image as PILImage
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.select import Select
 from temporalio.testing import WorkflowEnvironment
 
 from core.vocabulary import Tier
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, temporal_stack
 from tests.db_helpers import assert_balance_matches_ledger, balance, original_key_of
+from tests.exiftool import FIXTURE, read_tags
 from tests.factories import FIXTURES, UserWithKey, make_album, make_user, photo_bytes
 from tests.storage_faults import GatedStorage
 from tests.web.browser import by_id, chromium, screenshot, text_of, wait_for
@@ -318,3 +320,31 @@ def cancel_from_the_page(h: Harness, user: UserWithKey, album: str, storage: Gat
         wait_for(driver, lambda d: by_id(d, "view-ledger").is_displayed())
         types = [row.get_attribute("data-type") for row in driver.find_elements("css selector", "#ledger-rows tr")]
         assert types == ["REFUND", "REFUND", "CONSUME", "GRANT"]
+
+
+def test_an_owner_picks_webp_and_keeps_the_location(web: Harness, tmp_path: Path) -> None:
+    user = make_user(web.engine, tokens=20)
+    downloads = tmp_path / "downloads"
+    with chromium(tmp_path / "profile", downloads) as driver:
+        sign_in(driver, web.api.base_url, user)
+        by_id(driver, "album-name").send_keys("Lisbon", Keys.ENTER)
+        wait_for(driver, lambda d: text_of(d, "album-title") == "Lisbon")
+        by_id(driver, "file-input").send_keys(str(FIXTURE))
+        wait_for(driver, lambda d: len(tiles(d)) == 1 and thumbnails_loaded(d, 1))
+
+        assert by_id(driver, "output-format").get_attribute("value") == "jpeg"
+        assert not by_id(driver, "keep-location").is_selected()
+        assert "GPS" in text_of(driver, "keep-location-hint")
+        Select(by_id(driver, "output-format")).select_by_value("webp")
+        by_id(driver, "keep-location").click()
+        quoted(driver)
+        by_id(driver, "enhance-button").click()
+        wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED"])
+
+        tiles(driver)[0].find_element("css selector", ".download").click()
+        result = wait_for(driver, lambda d: list(downloads.glob("*.webp")) or None)[0]
+        assert result.name == "phone-1K.webp"
+        tags = read_tags(result.read_bytes())
+        assert tags["File:MIMEType"] == "image/webp"
+        assert tags["ExifIFD:DateTimeOriginal"] == "2024:07:14 18:32:05"
+        assert tags["Composite:GPSLatitude"] == pytest.approx(38.7223)

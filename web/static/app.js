@@ -46,8 +46,13 @@ function releaseBlobs() {
   state.blobs = [];
 }
 
+// A result's extension follows the format it was written in (its media type).
+const EXTENSIONS = { "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/avif": "avif" };
+
 async function download(path, filename) {
-  const url = URL.createObjectURL(await (await api(path)).blob());
+  const blob = await (await api(path)).blob();
+  if (filename.endsWith(".*")) filename = filename.slice(0, -1) + (EXTENSIONS[blob.type] || "jpg");
+  const url = URL.createObjectURL(blob);
   const link = Object.assign(document.createElement("a"), { href: url, download: filename });
   document.body.append(link);
   link.click();
@@ -335,7 +340,7 @@ $("download-zip").addEventListener("click", () => {
 
 function downloadResult(image, job) {
   const stem = (image.filename || image.id).replace(/\.[^.]*$/, "");
-  download(`/api/jobs/${job.jobId}/result`, `${stem}-${tierLabel(job.tier)}.jpg`).catch(failed);
+  download(`/api/jobs/${job.jobId}/result`, `${stem}-${tierLabel(job.tier)}.*`).catch(failed);
 }
 
 // --- upload ----------------------------------------------------------------------------------------------------
@@ -426,6 +431,8 @@ function selectedTier() { return document.querySelector('input[name="tier"]:chec
 function enhanceBody() {
   const body = { tier: selectedTier(), skipAlreadyEnhanced: $("skip-enhanced").checked };
   if ($("only-selected").checked && state.selected.size > 0) body.imageIds = [...state.selected];
+  body.outputFormat = $("output-format").value;
+  body.keepLocation = $("keep-location").checked;
   return body;
 }
 
@@ -513,7 +520,7 @@ function renderEnhanceButton() {
   $("enhance-button").textContent = quote && !problem ? `Enhance ${plural(quote.queued, "photo")} · ${plural(quote.totalCost, "token")}` : "Enhance";
 }
 
-for (const input of document.querySelectorAll('input[name="tier"], #skip-enhanced, #only-selected')) input.addEventListener("change", renderQuote);
+for (const input of document.querySelectorAll('input[name="tier"], #skip-enhanced, #only-selected, #output-format, #keep-location')) input.addEventListener("change", renderQuote);
 for (const small of document.querySelectorAll("small[data-cost]")) small.textContent = `${LIMITS.tierCosts[small.dataset.cost]} / photo`;
 $("batch-limit").textContent = LIMITS.maxBatchSize;
 
