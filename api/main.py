@@ -16,7 +16,20 @@ from temporalio.client import Client
 from activities.batch import BatchActivities
 from api import health
 from api.errors import install_error_handlers
-from api.limits import AdmissionGate, BodyLimits, BodySizeLimit, HealthLimiters
+from api.limits import (
+    BODIES,
+    DOWNLOADS,
+    EVENTS,
+    ZIPS,
+    AdmissionGate,
+    BodyDeadline,
+    BodyLimits,
+    BodyReceiver,
+    BodySizeLimit,
+    Cap,
+    HealthLimiters,
+    LongLivedBudgets,
+)
 from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
@@ -90,6 +103,18 @@ _SATURATED_RESPONSE = {
 }
 
 
+def long_lived_budgets(settings: Settings) -> LongLivedBudgets:
+    """The caps of the long-lived kinds of request, from the settings."""
+    return LongLivedBudgets(
+        {
+            BODIES: Cap(settings.bodies_per_replica, settings.bodies_per_user),
+            EVENTS: Cap(settings.events_per_replica, settings.events_per_user),
+            DOWNLOADS: Cap(settings.downloads_per_replica, settings.downloads_per_user),
+            ZIPS: Cap(settings.zips_per_replica, settings.zips_per_user),
+        }
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     wrap_launcher: Callable[[BatchLauncher], BatchLauncher] | None = None,
@@ -98,6 +123,7 @@ def create_app(
     """Build the application for the given settings (the environment's by default). `wrap_launcher` decorates the
     batch launcher (e.g. a double that holds starts); `storage` replaces the one the settings name."""
     settings = settings or get_settings()
+    budgets = long_lived_budgets(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,6 +161,7 @@ def create_app(
                 temporal_client=client,
                 health_limiters=HealthLimiters(),
                 decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
+                budgets=budgets,
             ),
         )
         reconciler = None
@@ -160,14 +187,19 @@ def create_app(
     )
     install_error_handlers(app)
     app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
-    # The size limit is outermost, so an oversized body is refused before it can wait for a slot.
+    # The size limit is outermost, so an oversized body is refused before it can wait for a slot; a body is then
+    # received whole (its own budget and deadline) before the request asks for an admission slot.
     app.add_middleware(
         AdmissionGate,
         limit=settings.api_concurrency,
         timeout=settings.api_queue_timeout_seconds,
         exempt=health.HEALTH_PATHS,
+        budgets=budgets,
     )
-    app.add_middleware(BodySizeLimit, limits=BodyLimits(settings.max_upload_bytes, settings.max_json_bytes))
+    body_limits = BodyLimits(settings.max_upload_bytes, settings.max_json_bytes)
+    deadline = BodyDeadline(settings.request_body_timeout_seconds, settings.request_body_min_bytes_per_second)
+    app.add_middleware(BodyReceiver, limits=body_limits, deadline=deadline, budgets=budgets)
+    app.add_middleware(BodySizeLimit, limits=body_limits)
     app.include_router(api_router)
     app.include_router(health.router)
     web.install(app, settings)

@@ -6,7 +6,7 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from temporalio.client import Client
 
-from api.limits import HealthLimiters
+from api.limits import HealthLimiters, LongLivedBudgets
 from core.config import Settings
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
@@ -22,6 +22,7 @@ class AppState:
     temporal_client: Client | None  # None in direct mode
     health_limiters: HealthLimiters
     decode_slots: DecodeSlots
+    budgets: LongLivedBudgets  # the open long-lived requests (streams, downloads, bodies) against their caps
 
 
 _KEY = "album_enhance"  # the one attribute of Starlette's untyped app.state this code uses

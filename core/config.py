@@ -90,6 +90,22 @@ class Settings(BaseSettings):
     upload_decode_wait_seconds: float = Field(default=10.0, gt=0)  # wait for a decode slot, then 503
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
 
+    # Long-lived requests (docs/reliability.md) hold no admission slot while they wait on the network; each kind
+    # has its own cap per replica (then 503) and per caller, i.e. API key (then 429). A request body must arrive
+    # within REQUEST_BODY_TIMEOUT_SECONDS plus its size at REQUEST_BODY_MIN_BYTES_PER_SECOND (then 408). An event
+    # stream ends after EVENTS_MAX_SECONDS; the client reconnects with Last-Event-ID and misses nothing.
+    bodies_per_replica: int = Field(default=256, ge=1)
+    bodies_per_user: int = Field(default=8, ge=1)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    request_body_min_bytes_per_second: int = Field(default=64 * 1024, ge=1)
+    events_per_replica: int = Field(default=256, ge=1)
+    events_per_user: int = Field(default=16, ge=1)
+    events_max_seconds: float = Field(default=600.0, gt=0)
+    downloads_per_replica: int = Field(default=64, ge=1)
+    downloads_per_user: int = Field(default=8, ge=1)
+    zips_per_replica: int = Field(default=4, ge=1)
+    zips_per_user: int = Field(default=1, ge=1)
+
     # Worker sizing. A worker runs IMAGE_WORKERS images through the engine at once and this many more activities
     # beside them: the next images are claimed and read, and batches' bookkeeping runs, while the engine threads
     # are busy, so with several batches the engine (not the orchestration) is what waits for nothing.

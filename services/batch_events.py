@@ -7,6 +7,7 @@ changes since that state, nothing twice and nothing missed, whichever server pro
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -154,11 +155,14 @@ async def event_stream(
     last_event_id: str | None,
     poll_seconds: float,
     keepalive_seconds: float,
+    max_seconds: float,
 ) -> AsyncIterator[bytes]:
     """The encoded stream: what changed since `last_event_id`, then every change as the database shows it, then
     an `end` event once the batch is over (a client that reconnects after that gets `end` at once). If the
-    database fails, the stream just ends: the client reconnects with its Last-Event-ID and misses nothing."""
+    database fails, or the stream has lasted `max_seconds` (a paused batch may wait for days), the stream just
+    ends: the client reconnects with its Last-Event-ID and misses nothing."""
     yield RETRY_HINT
+    closes_at = time.monotonic() + max_seconds
     now = await _read_or_none(engine, batch_id)
     if now is None:
         return
@@ -176,6 +180,8 @@ async def event_stream(
         if quiet >= keepalive_seconds:
             yield KEEPALIVE
             quiet = 0.0
+        if time.monotonic() >= closes_at:
+            return
         await anyio.sleep(poll_seconds)
         quiet += poll_seconds
         now = await _read_or_none(engine, batch_id)
