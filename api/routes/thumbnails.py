@@ -4,12 +4,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
 
-from api.deps import OwnedImage, SettingsDep, StorageDep
+from api.deps import DecodeSlotsDep, OwnedImage, SettingsDep, StorageDep
 from api.schemas import ErrorOut
-from core.errors import NotFound
-from imaging import InvalidImageError
 from services.thumbnails import etag, thumbnail_of
-from storage.local import ObjectNotFound
 
 router = APIRouter(prefix="/images", tags=["images"])
 
@@ -24,24 +21,22 @@ CACHE_CONTROL = "private, max-age=31536000, immutable"
         200: {"content": {"image/jpeg": {}}, "description": "A JPEG whose longer side is at most THUMBNAIL_SIZE"},
         304: {"description": "Not modified (If-None-Match matched the ETag)"},
         401: {"model": ErrorOut},
-        404: {"model": ErrorOut},
+        404: {"model": ErrorOut, "description": "No such image, or its original is not a readable image"},
     },
 )
 def read_thumbnail(
     image: OwnedImage,
     storage: StorageDep,
     settings: SettingsDep,
+    decode_slots: DecodeSlotsDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match", max_length=500)] = None,
 ) -> Response:
-    """A small JPEG of the original, made on first request and kept in storage."""
+    """A small JPEG of the original, made on first request (in one of the decode slots uploads use: 503 while
+    they are all busy) and kept in storage."""
     tag = etag(image.id, settings.thumbnail_size)
     headers = {"ETag": tag, "Cache-Control": CACHE_CONTROL}
     if if_none_match is not None and tag in (value.strip() for value in if_none_match.split(",")):
         return Response(status_code=304, headers=headers)
-    try:
-        data = thumbnail_of(storage, image.id, image.original_key, settings.thumbnail_size, settings.max_image_pixels)
-    except ObjectNotFound as exc:
-        raise NotFound("Original image not found in storage") from exc
-    except InvalidImageError as exc:
-        raise NotFound("No thumbnail: the original is not a readable image") from exc
+    size, max_pixels = settings.thumbnail_size, settings.max_image_pixels
+    data = thumbnail_of(storage, image.id, image.original_key, size, max_pixels, decode_slots)
     return Response(data, media_type="image/jpeg", headers=headers)
