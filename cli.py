@@ -26,7 +26,7 @@ from core.temporal_dev import dev_server_command, wait_for_port
 from db import ledger, migrate
 from db.models import User
 from db.session import check_schema, make_engine, session_scope
-from services import users
+from services import storage_sweep, users
 from services.deployment import claim_storage
 from storage.factory import storage_from
 from telemetry.logs import configure_logging
@@ -107,6 +107,18 @@ def grant_tokens(settings: Settings, email: str, tokens: int) -> int:
         raise SystemExit(f"cannot use {describe_database(settings.database_url)}: {exc.orig}") from None
     finally:
         engine.dispose()
+
+
+def sweep_storage(settings: Settings, grace_seconds: float, dry_run: bool) -> str:
+    """Remove (or list) the stored objects no row refers to; the lines to print."""
+    if grace_seconds < 0:
+        raise SystemExit("--grace-seconds must not be negative")
+    engine = open_database(settings, create=False)
+    report = storage_sweep.sweep(engine, storage_from(settings), grace_seconds, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    count = len(report.orphans) if dry_run else report.removed
+    lines = [*report.orphans, f"{report.examined} objects examined; {verb} {count} that no row refers to"]
+    return "\n".join(lines)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -216,6 +228,17 @@ def _parser() -> argparse.ArgumentParser:
     grant = tokens.add_parser("grant", help="grant tokens to a user")
     grant.add_argument("email")
     grant.add_argument("amount", type=int)
+    storage = commands.add_parser("storage", help="manage the stored files").add_subparsers(
+        dest="storage_command", required=True
+    )
+    sweep_command = storage.add_parser("sweep", help="remove stored objects that no row refers to")
+    sweep_command.add_argument("--dry-run", action="store_true", help="only list them")
+    sweep_command.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=None,
+        help="spare objects younger than this (default: STORAGE_SWEEP_GRACE_SECONDS)",
+    )
     return parser
 
 
@@ -249,6 +272,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         if args.tokens < 0:
             raise SystemExit("--tokens must not be negative")
         print(create_user(settings, check_email(args.email), args.tokens))
+    elif args.command == "storage":
+        grace = args.grace_seconds if args.grace_seconds is not None else settings.storage_sweep_grace_seconds
+        print(sweep_storage(settings, grace, args.dry_run))
     elif args.command == "tokens":
         if args.amount <= 0:
             raise SystemExit("the amount must be positive")

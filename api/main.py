@@ -166,7 +166,7 @@ def create_app(
         )
         reconciler = None
         if settings.execution_mode == "direct":
-            reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))
+            reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, store, direct=True))
         try:
             yield
         finally:

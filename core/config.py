@@ -70,6 +70,10 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 60.0
     reconcile_grace_seconds: float = 30.0
     reconcile_refund_after_seconds: float = 3600.0
+    # The reconciler also removes stored objects no row refers to (`album-enhance storage sweep`), at most this
+    # often, sparing objects younger than the grace period (a write whose row is not committed yet).
+    storage_sweep_interval_seconds: float = Field(default=3600.0, gt=0)
+    storage_sweep_grace_seconds: float = Field(default=6 * 3600.0, ge=0)
 
     rate_limit_enabled: bool = True
     rate_limit_requests: int = 5

@@ -1,7 +1,9 @@
-"""Finds batches that were charged but never started, and starts them (or, after long enough, refunds them)."""
+"""Finds batches that were charged but never started, and starts them (or, after long enough, refunds them);
+and now and then removes stored objects no row refers to."""
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -15,6 +17,8 @@ from db.models import Batch, BatchStatus, utcnow
 from db.session import session_scope
 from services.batches import batch_input, close_unstarted, mark_started
 from services.launcher import BatchLauncher
+from services.storage_sweep import sweep
+from storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -77,13 +81,23 @@ async def reconcile_once(
     return report
 
 
-async def reconcile_forever(engine: Engine, launcher: BatchLauncher, settings: Settings, direct: bool = False) -> None:
-    """Reconcile at start (resuming direct batches once) and then every interval."""
+async def reconcile_forever(
+    engine: Engine, launcher: BatchLauncher, settings: Settings, storage: Storage, direct: bool = False
+) -> None:
+    """Reconcile at start (resuming direct batches once) and then every interval; sweep the storage at start and
+    then every STORAGE_SWEEP_INTERVAL_SECONDS."""
     resume = direct
+    next_sweep = 0.0
     while True:
         try:
             await reconcile_once(engine, launcher, settings, resume_running_direct=resume)
             resume = False
         except Exception:
             log.exception("reconciler pass failed")
+        if time.monotonic() >= next_sweep:
+            next_sweep = time.monotonic() + settings.storage_sweep_interval_seconds
+            try:
+                await asyncio.to_thread(sweep, engine, storage, settings.storage_sweep_grace_seconds)
+            except Exception:
+                log.exception("storage sweep failed")
         await asyncio.sleep(settings.reconcile_interval_seconds)

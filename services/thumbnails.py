@@ -10,14 +10,16 @@ on every request.
 import io
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps
+from sqlmodel import Session, col, select
 
 from core.errors import NotFound
+from db.models import Image
 from services.uploads import DecodeSlots
 from storage.base import ObjectNotFound, Storage
 
@@ -116,10 +118,23 @@ def _stored(storage: Storage, image_id: str, size: int) -> bytes | None:
     return None
 
 
+def image_exists(session: Session, image_id: str) -> bool:
+    return session.exec(select(Image.id).where(col(Image.id) == image_id)).first() is not None
+
+
 def thumbnail_of(
-    storage: Storage, image_id: str, original_key: str, size: int, max_pixels: int, slots: DecodeSlots
+    storage: Storage,
+    image_id: str,
+    original_key: str,
+    size: int,
+    max_pixels: int,
+    slots: DecodeSlots,
+    still_exists: Callable[[], bool],
 ) -> bytes:
-    """The stored thumbnail, made from the original on first use, in a decode slot (503 if none frees up)."""
+    """The stored thumbnail, made from the original on first use, in a decode slot (503 if none frees up).
+
+    `still_exists` reads the image's row again once something is stored: an image deleted while its thumbnail
+    was made loses it here (404), as the delete may have removed its files before this one was written."""
     cached = _stored(storage, image_id, size)
     if cached is not None:
         return cached
@@ -135,8 +150,15 @@ def thumbnail_of(
             data = make_thumbnail(original, size, max_pixels)
         except Exception as exc:  # any decoder's error (Pillow raises many kinds): the original is unreadable
             log.warning("no thumbnail for image %s: %s", image_id, exc)
-            storage.put(failure_key(image_id, size), str(exc)[:500].encode())
+            _store_unless_deleted(storage, failure_key(image_id, size), str(exc)[:500].encode(), still_exists)
             raise NotFound(NOT_AN_IMAGE) from exc
         del original
-        storage.put(thumbnail_key(image_id, size), data)
+        _store_unless_deleted(storage, thumbnail_key(image_id, size), data, still_exists)
         return data
+
+
+def _store_unless_deleted(storage: Storage, key: str, data: bytes, still_exists: Callable[[], bool]) -> None:
+    storage.put(key, data)
+    if not still_exists():
+        storage.delete(key)
+        raise NotFound("Image not found")

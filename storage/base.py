@@ -3,6 +3,7 @@
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 _SAFE_KEY = re.compile(r"^[a-z0-9]+(/[A-Za-z0-9._-]+)+$")
@@ -40,6 +41,14 @@ class StoredObject:
     chunks: Iterator[bytes]
 
 
+@dataclass(frozen=True)
+class ListedObject:
+    """A stored object's key and when it was last written (timezone-aware)."""
+
+    key: str
+    modified: datetime
+
+
 class Storage(Protocol):
     """Objects addressed by server-generated keys; a write replaces the whole object or nothing."""
 
@@ -70,6 +79,10 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove an object if present."""
+        ...
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        """Every object whose key starts with `prefix` (e.g. "originals/"), in no particular order."""
         ...
 
     def presigned_url(self, key: str, expires_seconds: int, content_type: str) -> str | None:

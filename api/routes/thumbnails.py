@@ -1,17 +1,28 @@
 """Thumbnails of originals, for album grids."""
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response
+from sqlmodel import Session
 
-from api.deps import DecodeSlotsDep, OwnedImage, SettingsDep, StorageDep
+from api.deps import DecodeSlotsDep, OwnedImage, SessionDep, SettingsDep, StorageDep
 from api.schemas import ErrorOut
-from services.thumbnails import etag, thumbnail_of
+from db.session import transaction
+from services.thumbnails import etag, image_exists, thumbnail_of
 
 router = APIRouter(prefix="/images", tags=["images"])
 
 # An id always names the same bytes, so a browser may keep the thumbnail; `private`: it is the owner's photo.
 CACHE_CONTROL = "private, max-age=31536000, immutable"
+
+
+def _exists_now(session: Session, image_id: str) -> Callable[[], bool]:
+    def check() -> bool:
+        with transaction(session):
+            return image_exists(session, image_id)
+
+    return check
 
 
 @router.get(
@@ -26,6 +37,7 @@ CACHE_CONTROL = "private, max-age=31536000, immutable"
 )
 def read_thumbnail(
     image: OwnedImage,
+    session: SessionDep,
     storage: StorageDep,
     settings: SettingsDep,
     decode_slots: DecodeSlotsDep,
@@ -38,5 +50,9 @@ def read_thumbnail(
     if if_none_match is not None and tag in (value.strip() for value in if_none_match.split(",")):
         return Response(status_code=304, headers=headers)
     size, max_pixels = settings.thumbnail_size, settings.max_image_pixels
-    data = thumbnail_of(storage, image.id, image.original_key, size, max_pixels, decode_slots)
+    # The ownership check's transaction ends here: a decode may take seconds and needs no connection meanwhile.
+    session.close()
+    data = thumbnail_of(
+        storage, image.id, image.original_key, size, max_pixels, decode_slots, _exists_now(session, image.id)
+    )
     return Response(data, media_type="image/jpeg", headers=headers)
