@@ -125,17 +125,30 @@ class LongLivedBudgets:
             return 503, SATURATED
         return None
 
-    @contextmanager
-    def held(self, kind: str, caller: str) -> Iterator[None]:
+    def take(self, kind: str, caller: str) -> Callable[[], None]:
+        """Count one more open request; the returned function gives it back (calling it again does nothing)."""
         self._open[kind] += 1
         self._by_caller[kind, caller] += 1
+        taken = True
+
+        def give_back() -> None:
+            nonlocal taken
+            if taken:
+                taken = False
+                self._open[kind] -= 1
+                self._by_caller[kind, caller] -= 1
+                if not self._by_caller[kind, caller]:
+                    del self._by_caller[kind, caller]
+
+        return give_back
+
+    @contextmanager
+    def held(self, kind: str, caller: str) -> Iterator[None]:
+        give_back = self.take(kind, caller)
         try:
             yield
         finally:
-            self._open[kind] -= 1
-            self._by_caller[kind, caller] -= 1
-            if not self._by_caller[kind, caller]:
-                del self._by_caller[kind, caller]
+            give_back()
 
 
 # The kinds of long-lived request, and how an error names them.
@@ -206,8 +219,17 @@ class AdmissionGate:
         if refusal is not None:
             await _refuse(send, refusal)
             return
-        with self.budgets.held(kind, caller):
-            await self._admitted(scope, receive, send, release_on_start=True)
+        give_back = self.budgets.take(kind, caller)
+
+        async def counted_send(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                give_back()  # before the last bytes leave: a client may ask again the moment it has them
+            await send(message)
+
+        try:
+            await self._admitted(scope, receive, counted_send, release_on_start=True)
+        finally:
+            give_back()
 
     async def _admitted(self, scope: Scope, receive: Receive, send: Send, release_on_start: bool) -> None:
         if self._slots is None:

@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from activities.batch import checkpoint
+from storage.base import StoredObject
 from storage.local import LocalStorage
 
 
@@ -67,3 +68,19 @@ class WriteGatedStorage(LocalStorage):
     def put_file(self, key: str, source: BinaryIO) -> None:
         self._hold(key)
         super().put_file(key, source)
+
+
+class OpenGatedStorage(LocalStorage):
+    """Holds the opening of one key (a download about to read it) until released."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.held_key: str | None = None
+        self.waiting = threading.Event()
+        self.release = threading.Event()
+
+    def open(self, key: str) -> StoredObject:
+        if key == self.held_key:
+            self.waiting.set()
+            self.release.wait(60)
+        return super().open(key)
