@@ -28,9 +28,10 @@ def original_key(album_id: str, image_id: str, image_format: str) -> str:
     return f"originals/{album_id}/{image_id}.{image_format.lower()}"
 
 
-def enhanced_key(job_id: str) -> str:
-    """Storage key of a job's enhanced JPEG."""
-    return f"enhanced/{job_id}.jpg"
+def enhanced_key(job_id: str, attempt: int = 0) -> str:
+    """Storage key of a job's enhanced JPEG as one attempt made it: each attempt writes its own object, so an
+    attempt that loses the race to complete the job can delete its object without touching the winner's."""
+    return f"enhanced/{job_id}-a{attempt}.jpg" if attempt else f"enhanced/{job_id}.jpg"
 
 
 @dataclass(frozen=True)
