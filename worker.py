@@ -167,7 +167,7 @@ async def run_worker(settings: Settings) -> None:
     drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None
     try:
         async with running_workers(client, settings, activities, [ProductMetricsInterceptor(engine)]):
-            await reconcile_forever(engine, launcher, settings, storage)
+            await reconcile_forever(engine, launcher, settings, storage, ended_status=launcher.ended_status)
     finally:
         if drain is not None:
             drain.cancel()
