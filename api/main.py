@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -162,6 +163,7 @@ def create_app(
                 health_limiters=HealthLimiters(),
                 decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
                 budgets=budgets,
+                event_reads=anyio.CapacityLimiter(settings.events_read_threads),
             ),
         )
         reconciler = None

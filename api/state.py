@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+import anyio
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from temporalio.client import Client
@@ -23,6 +24,7 @@ class AppState:
     health_limiters: HealthLimiters
     decode_slots: DecodeSlots
     budgets: LongLivedBudgets  # the open long-lived requests (streams, downloads, bodies) against their caps
+    event_reads: anyio.CapacityLimiter  # the threads event streams may use at once for their database reads
 
 
 _KEY = "album_enhance"  # the one attribute of Starlette's untyped app.state this code uses

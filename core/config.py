@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     events_per_replica: int = Field(default=256, ge=1)
     events_per_user: int = Field(default=16, ge=1)
     events_max_seconds: float = Field(default=600.0, gt=0)
+    events_read_threads: int = Field(default=2, ge=1)  # of the API_CONCURRENCY threads, what all streams' reads share
     downloads_per_replica: int = Field(default=64, ge=1)
     downloads_per_user: int = Field(default=8, ge=1)
     zips_per_replica: int = Field(default=4, ge=1)

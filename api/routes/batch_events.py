@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import EngineDep, OwnedBatch, SettingsDep
 from api.schemas import ErrorOut
+from api.state import app_state
 from services.batch_events import event_stream
 
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -52,6 +53,7 @@ EVENT_SCHEMA = {
     },
 )
 async def batch_events(
+    request: Request,
     batch: OwnedBatch,
     engine: EngineDep,
     settings: SettingsDep,
@@ -65,6 +67,7 @@ async def batch_events(
         settings.events_poll_seconds,
         settings.events_keepalive_seconds,
         settings.events_max_seconds,
+        app_state(request.app).event_reads,
     )
     return StreamingResponse(
         stream,
