@@ -17,6 +17,7 @@ from temporalio.client import Client
 from activities.batch import BatchActivities
 from api import health
 from api.errors import install_error_handlers
+from api.headers import SecurityHeaders
 from api.limits import (
     BODIES,
     DOWNLOADS,
@@ -202,6 +203,7 @@ def create_app(
     deadline = BodyDeadline(settings.request_body_timeout_seconds, settings.request_body_min_bytes_per_second)
     app.add_middleware(BodyReceiver, limits=body_limits, deadline=deadline, budgets=budgets)
     app.add_middleware(BodySizeLimit, limits=body_limits)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the guards' refusals included
     app.include_router(api_router)
     app.include_router(health.router)
     web.install(app, settings)
