@@ -10,10 +10,12 @@ waits on the network.
 import asyncio
 import hashlib
 import json
+import math
 import re
 import tempfile
+import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -368,3 +370,42 @@ class HealthLimiters:
     async def run(self, name: str, fn: Callable[[], None]) -> None:
         limiter = self._limiters.setdefault(name, anyio.CapacityLimiter(1))
         await anyio.to_thread.run_sync(fn, limiter=limiter, abandon_on_cancel=True)
+
+
+class FailedAuthThrottle:
+    """Wrong API keys per client address in a sliding window: past `limit` of them, the address is refused
+    (429) until the oldest leaves the window, before any key is looked up. Keys are 256 bits, so guessing is moot;
+    this keeps a key-spraying client from loading the logs and the database. Per replica, in memory."""
+
+    MAX_ADDRESSES = 10_000  # the oldest address is forgotten beyond this: memory stays bounded
+
+    def __init__(self, limit: int, window_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window = window_seconds
+        self.clock = clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until the address may try again, or None if it may now."""
+        with self._lock:
+            failures = self._recent(address)
+            if failures is None or len(failures) < self.limit:
+                return None
+            return max(1, math.ceil(failures[0] + self.window - self.clock()))
+
+    def failed(self, address: str) -> None:
+        with self._lock:
+            failures = self._recent(address)
+            if failures is None:
+                if len(self._failures) >= self.MAX_ADDRESSES:
+                    del self._failures[next(iter(self._failures))]
+                failures = self._failures[address] = deque()
+            failures.append(self.clock())
+
+    def _recent(self, address: str) -> deque[float] | None:
+        failures = self._failures.get(address)
+        if failures is not None:
+            while failures and failures[0] <= self.clock() - self.window:
+                failures.popleft()
+        return failures

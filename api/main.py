@@ -29,6 +29,7 @@ from api.limits import (
     BodyReceiver,
     BodySizeLimit,
     Cap,
+    FailedAuthThrottle,
     HealthLimiters,
     LongLivedBudgets,
 )
@@ -165,6 +166,9 @@ def create_app(
                 decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
                 budgets=budgets,
                 event_reads=anyio.CapacityLimiter(settings.events_read_threads),
+                auth_throttle=FailedAuthThrottle(
+                    settings.auth_failures_per_address, settings.auth_failure_window_seconds
+                ),
             ),
         )
         reconciler = None

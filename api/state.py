@@ -7,7 +7,7 @@ from sqlalchemy import Engine
 from starlette.applications import Starlette
 from temporalio.client import Client
 
-from api.limits import HealthLimiters, LongLivedBudgets
+from api.limits import FailedAuthThrottle, HealthLimiters, LongLivedBudgets
 from core.config import Settings
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
@@ -24,6 +24,7 @@ class AppState:
     health_limiters: HealthLimiters
     decode_slots: DecodeSlots
     budgets: LongLivedBudgets  # the open long-lived requests (streams, downloads, bodies) against their caps
+    auth_throttle: FailedAuthThrottle
     event_reads: anyio.CapacityLimiter  # the threads event streams may use at once for their database reads
 
 

@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     rate_limit_requests: int = 5
     rate_limit_window_seconds: int = 60
     idempotency_ttl_seconds: int = 24 * 3600
+    # Wrong API keys from one client address within the window, then 429 until the oldest leaves it (per replica).
+    auth_failures_per_address: int = Field(default=30, ge=1)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
 
     # Saturation and bounded input. Each admitted request holds at most one database connection at a time, so
     # the pool must cover the admitted requests, the image threads of direct mode and the two reserved for the
