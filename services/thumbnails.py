@@ -58,9 +58,11 @@ def make_thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
         image.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
         icc = image.info.get("icc_profile")
         image.seek(0)
-        oriented = ImageOps.exif_transpose(_eight_bits(image))
-        oriented.thumbnail((size, size), PILImage.Resampling.LANCZOS, reducing_gap=2.0)
-        rgb = _to_rgb(oriented)
+        small = _eight_bits(image)
+        # Reduced in place first (a box reduction, then Lanczos), so the full-size decode is the only full-size
+        # copy; turned upright afterwards, on the small image (the bound is square, so the order does not matter).
+        small.thumbnail((size, size), PILImage.Resampling.LANCZOS, reducing_gap=2.0)
+        rgb = _to_rgb(ImageOps.exif_transpose(small))
     out = io.BytesIO()
     rgb.save(out, "JPEG", quality=82, icc_profile=icc)
     return out.getvalue()
