@@ -283,12 +283,11 @@ class BodyReceiver:
     A body that trickles in (slowloris) holds only a body slot of its own budget, never an admission slot, a
     thread or a database connection, and is cut off with 408 once it is later than its deadline. Bodies are
     spooled (in memory up to 256 KB, then to a temporary file) and handed to the application as if they had just
-    arrived. A body over its size limit is refused with 413 as it arrives.
+    arrived. A body over its size limit (BodySizeLimit, outside this) is refused with 413 as it arrives.
     """
 
-    def __init__(self, app: ASGIApp, limits: BodyLimits, deadline: BodyDeadline, budgets: LongLivedBudgets) -> None:
+    def __init__(self, app: ASGIApp, deadline: BodyDeadline, budgets: LongLivedBudgets) -> None:
         self.app = app
-        self.limits = limits
         self.deadline = deadline
         self.budgets = budgets
 

@@ -205,7 +205,7 @@ def create_app(
     )
     body_limits = BodyLimits(settings.max_upload_bytes, settings.max_json_bytes)
     deadline = BodyDeadline(settings.request_body_timeout_seconds, settings.request_body_min_bytes_per_second)
-    app.add_middleware(BodyReceiver, limits=body_limits, deadline=deadline, budgets=budgets)
+    app.add_middleware(BodyReceiver, deadline=deadline, budgets=budgets)
     app.add_middleware(BodySizeLimit, limits=body_limits)
     app.add_middleware(SecurityHeaders)  # outermost: on every answer, the guards' refusals included
     app.include_router(api_router)
