@@ -87,6 +87,9 @@ def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault("503", _SATURATED_RESPONSE)
             if "requestBody" in operation:
                 responses.setdefault("413", {"description": "Request body too large", "content": _ERROR_CONTENT})
+                responses.setdefault(
+                    "408", {"description": "Request body not received in time", "content": _ERROR_CONTENT}
+                )
             if "HTTPValidationError" in str(responses.get("422", "")):
                 del responses["422"]
                 # A string path parameter cannot fail validation; a body, query or header can.
