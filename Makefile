@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-sr bench-quality bench-api bench-pipeline bench-metadata clean
+.PHONY: setup sr-libs browser dev dev-direct worker test lint bench bench-sr bench-quality bench-api bench-thumbnails bench-pipeline bench-metadata clean
 
 # The super-resolution runtime (requirements-sr.txt) declares opencv-python, which would put a second cv2 next
 # to opencv-python-headless; its only other dependency (Pillow) is ours already, hence --no-deps.
@@ -87,6 +87,9 @@ bench-quality: setup  ## full-reference quality benchmark; writes bench/results/
 
 bench-api: setup    ## API load benchmark on PostgreSQL (BENCH_DATABASE_URL names the server); writes bench/results/
 	$(BIN)/python -m bench.api
+
+bench-thumbnails: setup  ## API memory for 16 first-time thumbnails of 59.99 MP PNGs; writes bench/results/thumbnails.*
+	$(BIN)/python -m bench.thumbnails
 
 bench-pipeline: setup  ## batches in each mode and API latency, on PostgreSQL (--postgres names the server)
 	$(BIN)/python -m bench.pipeline

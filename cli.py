@@ -26,7 +26,7 @@ from core.temporal_dev import dev_server_command, wait_for_port
 from db import ledger, migrate
 from db.models import User
 from db.session import check_schema, make_engine, session_scope
-from services import users
+from services import storage_sweep, users
 from services.deployment import claim_storage
 from storage.factory import storage_from
 from telemetry.logs import configure_logging
@@ -58,7 +58,7 @@ def describe_database(database_url: str) -> str:
     return str(path) if path is not None else make_url(database_url).render_as_string(hide_password=True)
 
 
-def open_database(settings: Settings, create: bool) -> Engine:
+def open_database(settings: Settings, create: bool, hint: str = "") -> Engine:
     """The engine, after saying on stderr which database is used; only `create` may make a new SQLite file (at
     the current schema). Any other database must be at the current schema already (`album-enhance db upgrade`)."""
     path = sqlite_file(settings.database_url)
@@ -67,7 +67,8 @@ def open_database(settings: Settings, create: bool) -> Engine:
     if new:
         if not create:
             raise SystemExit(
-                f"no database at {where}: run this in the project folder, or set DATABASE_URL to the service's database"
+                f"no database at {where}: run this in the project folder, or set DATABASE_URL to the service's "
+                f"database{hint}"
             )
         print(f"database: {where} (new)", file=sys.stderr)
     else:
@@ -80,9 +81,9 @@ def open_database(settings: Settings, create: bool) -> Engine:
     return engine
 
 
-def create_user(settings: Settings, email: str, tokens: int) -> str:
+def create_user(settings: Settings, email: str, tokens: int, create: bool = False) -> str:
     """Create a user with an optional token grant and return the API key."""
-    engine = open_database(settings, create=True)
+    engine = open_database(settings, create=create, hint=" (to make a new, empty one there, pass --create)")
     try:
         with session_scope(engine) as session:
             _, api_key = users.create_user(session, email, tokens, "cli:initial-grant")
@@ -107,6 +108,18 @@ def grant_tokens(settings: Settings, email: str, tokens: int) -> int:
         raise SystemExit(f"cannot use {describe_database(settings.database_url)}: {exc.orig}") from None
     finally:
         engine.dispose()
+
+
+def sweep_storage(settings: Settings, grace_seconds: float, dry_run: bool) -> str:
+    """Remove (or list) the stored objects no row refers to; the lines to print."""
+    if grace_seconds < 0:
+        raise SystemExit("--grace-seconds must not be negative")
+    engine = open_database(settings, create=False)
+    report = storage_sweep.sweep(engine, storage_from(settings), grace_seconds, dry_run)
+    verb = "would remove" if dry_run else "removed"
+    count = len(report.orphans) if dry_run else report.removed
+    lines = [*report.orphans, f"{report.examined} objects examined; {verb} {count} that no row refers to"]
+    return "\n".join(lines)
 
 
 def port_in_use(host: str, port: int) -> bool:
@@ -212,10 +225,27 @@ def _parser() -> argparse.ArgumentParser:
     create = users.add_parser("create", help="create a user and print its API key")
     create.add_argument("email")
     create.add_argument("--tokens", type=int, default=0, help="tokens granted at creation")
+    create.add_argument(
+        "--create",
+        action="store_true",
+        help="make a new database if there is none (without it, a missing database is an error: a user created "
+        "in a database the service does not use would get a key it rejects)",
+    )
     tokens = commands.add_parser("tokens", help="manage tokens").add_subparsers(dest="tokens_command", required=True)
     grant = tokens.add_parser("grant", help="grant tokens to a user")
     grant.add_argument("email")
     grant.add_argument("amount", type=int)
+    storage = commands.add_parser("storage", help="manage the stored files").add_subparsers(
+        dest="storage_command", required=True
+    )
+    sweep_command = storage.add_parser("sweep", help="remove stored objects that no row refers to")
+    sweep_command.add_argument("--dry-run", action="store_true", help="only list them")
+    sweep_command.add_argument(
+        "--grace-seconds",
+        type=float,
+        default=None,
+        help="spare objects younger than this (default: STORAGE_SWEEP_GRACE_SECONDS)",
+    )
     return parser
 
 
@@ -248,7 +278,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "users":
         if args.tokens < 0:
             raise SystemExit("--tokens must not be negative")
-        print(create_user(settings, check_email(args.email), args.tokens))
+        print(create_user(settings, check_email(args.email), args.tokens, args.create))
+    elif args.command == "storage":
+        grace = args.grace_seconds if args.grace_seconds is not None else settings.storage_sweep_grace_seconds
+        print(sweep_storage(settings, grace, args.dry_run))
     elif args.command == "tokens":
         if args.amount <= 0:
             raise SystemExit("the amount must be positive")

@@ -19,7 +19,7 @@ from core.errors import StartupRefused
 from db.session import PoolSettings, check_schema, make_engine
 from imaging import SuperResolutionProcesses
 from services.batches import engine_config, super_resolution_processes, verify_super_resolution
-from services.deployment import verify_storage
+from services.deployment import ForeignTaskGuard, verify_storage
 from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
 from storage.base import Storage
@@ -101,6 +101,8 @@ async def running_workers(
     queues = served_queues(settings)
     processes = super_resolution_processes(settings)
     activities = activities.with_sr_processes(processes)
+    # Outermost: a task of another deployment's batch is refused before anything else looks at it.
+    interceptors = [ForeignTaskGuard(activities.engine), *interceptors]
     with contextlib.ExitStack() as pools:
         if processes is not None:
             pools.callback(processes.close)
@@ -167,7 +169,7 @@ async def run_worker(settings: Settings) -> None:
     drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None
     try:
         async with running_workers(client, settings, activities, [ProductMetricsInterceptor(engine)]):
-            await reconcile_forever(engine, launcher, settings)
+            await reconcile_forever(engine, launcher, settings, storage, ended_status=launcher.ended_status)
     finally:
         if drain is not None:
             drain.cancel()

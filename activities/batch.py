@@ -179,6 +179,7 @@ class _Claim:
     original_key: str
     width: int
     height: int
+    attempt: int = 0  # this attempt's number (its result's key)
 
 
 class BatchActivities:
@@ -288,11 +289,12 @@ class BatchActivities:
         for note in enhanced.notes:  # metadata that could not be read or kept: the image is fine without it
             log.warning("job %s: metadata: %s", job_id, note)
         checkpoint("storing the result")  # the last point where a cancel stops this job
-        key = enhanced_key(job_id, RESULT_EXTENSIONS[enhanced.format])
+        key = enhanced_key(job_id, RESULT_EXTENSIONS[enhanced.format], claim.attempt)
         self.storage.put(key, enhanced.data)
         completed = self._complete(job_id, key, enhanced.width, enhanced.height, len(enhanced.data))
         if completed is None:
-            # Closed (cancelled or failed) while this attempt ran: its refund stands, so drop the file.
+            # Closed while this attempt ran: cancelled or failed (its refund stands), or completed by an attempt
+            # that overlapped this one (its result stands). This attempt's own object is the only one to drop.
             self.storage.delete(key)
             return self._result_of(job_id)
         return completed
@@ -374,18 +376,18 @@ class BatchActivities:
                     attempts=EnhancementJob.attempts + 1,
                     started_at=func.coalesce(EnhancementJob.started_at, utcnow()),
                 )
-                .returning(col(EnhancementJob.tier), col(EnhancementJob.image_id))
+                .returning(col(EnhancementJob.tier), col(EnhancementJob.image_id), col(EnhancementJob.attempts))
             ).one_or_none()
             if claimed is None:
                 job = session.get(EnhancementJob, job_id)
                 if job is None:
                     raise ApplicationError(f"Job {job_id} not found", type="JobNotFound", non_retryable=True)
                 return _Claim(job.status, job.tier, original_key="", width=0, height=0)
-            tier, image_id = claimed
+            tier, image_id, attempt = claimed
             original_key, width, height = session.exec(
                 select(Image.original_key, Image.width, Image.height).where(col(Image.id) == image_id)
             ).one()
-            return _Claim(JobStatus.PROCESSING, tier, original_key, width, height)
+            return _Claim(JobStatus.PROCESSING, tier, original_key, width, height, attempt)
 
     def _complete(self, job_id: str, key: str, width: int, height: int, size: int) -> ProcessJobResult | None:
         """Mark a PROCESSING job COMPLETED and return its result; None if it was closed meanwhile."""

@@ -12,7 +12,7 @@ from sqlmodel import Session
 from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
 from api.state import app_state
 from core.config import Settings
-from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from core.errors import Forbidden, InvalidRequest, NotFound, TooManyFailedAuthentications, Unauthorized
 from core.vocabulary import OutputFormat
 from db.models import Album, Batch, EnhancementJob, Image, User
 from db.session import transaction
@@ -66,15 +66,25 @@ AUTH_HINT = "Send your API key in the header 'Authorization: Bearer <key>' (see 
 
 
 def get_current_user(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request,
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> User:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
+    throttle = app_state(request.app).auth_throttle
+    address = request.client.host if request.client is not None else "unknown"
+    wait = throttle.retry_after(address)
+    if wait is not None:
+        raise TooManyFailedAuthentications(
+            f"Too many wrong API keys from this address; retry in {wait} s", retry_after=wait
+        )
     # A transaction of its own, ended at once: the connection goes back to the pool while the request reads its
     # body or waits for its next step, instead of being held from authentication to the response.
     with transaction(session):
         user = user_of_key(session, credentials.credentials)
     if user is None:
+        throttle.failed(address)
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
     return user
 

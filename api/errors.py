@@ -22,6 +22,7 @@ from core.errors import (
     RateLimited,
     RateLimitState,
     ServiceUnavailable,
+    TooManyFailedAuthentications,
     Unauthorized,
 )
 
@@ -36,6 +37,7 @@ STATUS_OF: dict[type[DomainError], int] = {
     Conflict: 409,
     IdempotencyKeyReused: 422,
     RateLimited: 429,
+    TooManyFailedAuthentications: 429,
     BatchStartFailed: 500,
     ServiceUnavailable: 503,
 }

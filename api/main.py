@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -16,7 +17,22 @@ from temporalio.client import Client
 from activities.batch import BatchActivities
 from api import health
 from api.errors import install_error_handlers
-from api.limits import AdmissionGate, BodyLimits, BodySizeLimit, HealthLimiters
+from api.headers import SecurityHeaders
+from api.limits import (
+    BODIES,
+    DOWNLOADS,
+    EVENTS,
+    ZIPS,
+    AdmissionGate,
+    BodyDeadline,
+    BodyLimits,
+    BodyReceiver,
+    BodySizeLimit,
+    Cap,
+    FailedAuthThrottle,
+    HealthLimiters,
+    LongLivedBudgets,
+)
 from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
@@ -71,6 +87,9 @@ def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
                 responses.setdefault("503", _SATURATED_RESPONSE)
             if "requestBody" in operation:
                 responses.setdefault("413", {"description": "Request body too large", "content": _ERROR_CONTENT})
+                responses.setdefault(
+                    "408", {"description": "Request body not received in time", "content": _ERROR_CONTENT}
+                )
             if "HTTPValidationError" in str(responses.get("422", "")):
                 del responses["422"]
                 # A string path parameter cannot fail validation; a body, query or header can.
@@ -90,6 +109,18 @@ _SATURATED_RESPONSE = {
 }
 
 
+def long_lived_budgets(settings: Settings) -> LongLivedBudgets:
+    """The caps of the long-lived kinds of request, from the settings."""
+    return LongLivedBudgets(
+        {
+            BODIES: Cap(settings.bodies_per_replica, settings.bodies_per_user),
+            EVENTS: Cap(settings.events_per_replica, settings.events_per_user),
+            DOWNLOADS: Cap(settings.downloads_per_replica, settings.downloads_per_user),
+            ZIPS: Cap(settings.zips_per_replica, settings.zips_per_user),
+        }
+    )
+
+
 def create_app(
     settings: Settings | None = None,
     wrap_launcher: Callable[[BatchLauncher], BatchLauncher] | None = None,
@@ -98,6 +129,7 @@ def create_app(
     """Build the application for the given settings (the environment's by default). `wrap_launcher` decorates the
     batch launcher (e.g. a double that holds starts); `storage` replaces the one the settings name."""
     settings = settings or get_settings()
+    budgets = long_lived_budgets(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,11 +167,16 @@ def create_app(
                 temporal_client=client,
                 health_limiters=HealthLimiters(),
                 decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
+                budgets=budgets,
+                event_reads=anyio.CapacityLimiter(settings.events_read_threads),
+                auth_throttle=FailedAuthThrottle(
+                    settings.auth_failures_per_address, settings.auth_failure_window_seconds
+                ),
             ),
         )
         reconciler = None
         if settings.execution_mode == "direct":
-            reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))
+            reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, store, direct=True))
         try:
             yield
         finally:
@@ -160,14 +197,20 @@ def create_app(
     )
     install_error_handlers(app)
     app.openapi = functools.partial(_openapi_without_framework_422, app)  # type: ignore[method-assign]
-    # The size limit is outermost, so an oversized body is refused before it can wait for a slot.
+    # The size limit is outermost, so an oversized body is refused before it can wait for a slot; a body is then
+    # received whole (its own budget and deadline) before the request asks for an admission slot.
     app.add_middleware(
         AdmissionGate,
         limit=settings.api_concurrency,
         timeout=settings.api_queue_timeout_seconds,
         exempt=health.HEALTH_PATHS,
+        budgets=budgets,
     )
-    app.add_middleware(BodySizeLimit, limits=BodyLimits(settings.max_upload_bytes, settings.max_json_bytes))
+    body_limits = BodyLimits(settings.max_upload_bytes, settings.max_json_bytes)
+    deadline = BodyDeadline(settings.request_body_timeout_seconds, settings.request_body_min_bytes_per_second)
+    app.add_middleware(BodyReceiver, deadline=deadline, budgets=budgets)
+    app.add_middleware(BodySizeLimit, limits=body_limits)
+    app.add_middleware(SecurityHeaders)  # outermost: on every answer, the guards' refusals included
     app.include_router(api_router)
     app.include_router(health.router)
     web.install(app, settings)

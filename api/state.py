@@ -2,11 +2,12 @@
 
 from dataclasses import dataclass
 
+import anyio
 from sqlalchemy import Engine
 from starlette.applications import Starlette
 from temporalio.client import Client
 
-from api.limits import HealthLimiters
+from api.limits import FailedAuthThrottle, HealthLimiters, LongLivedBudgets
 from core.config import Settings
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
@@ -22,6 +23,9 @@ class AppState:
     temporal_client: Client | None  # None in direct mode
     health_limiters: HealthLimiters
     decode_slots: DecodeSlots
+    budgets: LongLivedBudgets  # the open long-lived requests (streams, downloads, bodies) against their caps
+    auth_throttle: FailedAuthThrottle
+    event_reads: anyio.CapacityLimiter  # the threads event streams may use at once for their database reads
 
 
 _KEY = "album_enhance"  # the one attribute of Starlette's untyped app.state this code uses

@@ -13,6 +13,12 @@ A second part measures GET /api/me at concurrency 8 while a hostile client uploa
 with runs without it: 50 PNGs of about 175 KB each declaring 59.99 MP (refused from the headers), and 3 such
 PNGs (180 MP, within the per-upload budget, so really decoded).
 
+A third part, "long-lived", holds open 64 event streams (each on a batch that never moves), 16 downloads of 8 MB
+originals read by clients that stop reading after the first bytes, and 64 upload bodies trickled in (a few bytes
+of a declared megabyte), then measures GET /api/me and POST …/enhance at concurrency 8 while they are held, and
+without them. `python -m bench.api --long-lived` runs only this part (under a minute) and merges it into the
+results of the last full run.
+
 Writes bench/results/api.json and bench/results/api.md.
 """
 
@@ -59,6 +65,9 @@ IMAGES_PER_ALBUM = 4
 REQUEST_TIMEOUT = 30.0
 HOSTILE_ROUNDS = 3
 HUGE = (7745, 7745)  # 59.99 MP
+# The long-lived part: what is held open, by distinct users (each within its per-user caps).
+LONG_STREAMS, LONG_DOWNLOADS, LONG_BODIES = 64, 16, 64
+BIG_ORIGINAL_BYTES = 8 * 1024 * 1024
 
 
 # --- a minimal keep-alive HTTP/1.1 client ------------------------------------------------------------------
@@ -248,12 +257,18 @@ def seed(database_url: str, storage: LocalStorage) -> list[tuple[str, str]]:
                 image = Image(album_id=album.id, original_key="", width=64, height=48, format="JPEG", size_bytes=0)
                 image.original_key = original_key(album.id, image.id, "JPEG")
                 image.size_bytes, image.sort_order = len(photo), position
-                storage.put(image.original_key, photo)
+                # The long-lived part's downloads: a big original for the users it reads one from.
+                big = position == 0 and i in DOWNLOAD_USERS
+                storage.put(image.original_key, os.urandom(BIG_ORIGINAL_BYTES) if big else photo)
                 session.add(image)
             seeded.append((key, album.id))
     engine.dispose()
     return seeded
 
+
+STREAM_USERS = range(0, LONG_STREAMS)
+DOWNLOAD_USERS = range(LONG_STREAMS, LONG_STREAMS + LONG_DOWNLOADS)
+BODY_USERS = range(LONG_STREAMS + LONG_DOWNLOADS, LONG_STREAMS + LONG_DOWNLOADS + LONG_BODIES)
 
 ENHANCE_BODY = json.dumps({"tier": "TIER_1K", "skipAlreadyEnhanced": False}).encode()
 
@@ -440,6 +455,119 @@ async def measure(stack: Stack) -> dict[str, Any]:
     return {"load": load, "hostile_upload": hostile}
 
 
+# --- the long-lived part ---------------------------------------------------------------------------------
+
+
+def _held(port: int, raw: bytes, answer_starts: bool, small_buffer: bool = False) -> socket.socket:
+    """A connection that sent `raw` and is then left alone; with `answer_starts`, once its answer has begun (200)."""
+    sock = socket.socket()
+    if small_buffer:  # a slow reader: the server's writes fill this and wait
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(REQUEST_TIMEOUT)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(raw)
+    if answer_starts:
+        head = sock.recv(64)
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"a long-lived request was refused: {head!r}")
+    return sock
+
+
+def _original_of_first_image(port: int, key: str, album: str) -> str:
+    with socket.create_connection(("127.0.0.1", port), timeout=REQUEST_TIMEOUT) as sock:
+        sock.sendall(raw_request("GET", f"/api/albums/{album}", key) + b"")
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < _length(data):
+            data += sock.recv(65536)
+    images = json.loads(data.split(b"\r\n\r\n", 1)[1])["images"]
+    return str(images[0]["id"])
+
+
+def _length(data: bytes) -> int:
+    head = data.split(b"\r\n\r\n", 1)[0]
+    return next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+
+
+def open_long_lived(stack: Stack) -> list[socket.socket]:
+    """Every long-lived request of the part, each from its own user, held open."""
+    held = []
+    for i in STREAM_USERS:
+        key, _album, batch = stack.users[i]
+        held.append(_held(stack.port, raw_request("GET", f"/api/batches/{batch}/events", key), answer_starts=True))
+    for i in DOWNLOAD_USERS:
+        key, album, _batch = stack.users[i]
+        image = _original_of_first_image(stack.port, key, album)
+        request = raw_request("GET", f"/api/images/{image}/original", key)
+        held.append(_held(stack.port, request, answer_starts=True, small_buffer=True))
+    for i in BODY_USERS:
+        key, album, _batch = stack.users[i]
+        head = raw_request("POST", f"/api/albums/{album}/images", key, b"", "multipart/form-data; boundary=b")
+        head = head.replace(b"Content-Length: 0", b"Content-Length: 1000000")
+        held.append(_held(stack.port, head + b"--b\r\n", answer_starts=False))
+    return held
+
+
+async def long_lived(stack: Stack) -> dict[str, Any]:
+    """GET /api/me and POST …/enhance at concurrency 8, without and then with the long-lived requests held."""
+
+    def me(index: int, _: int) -> bytes:
+        return raw_request("GET", "/api/me", stack.users[-1 - index][0])
+
+    def enhance(index: int, _: int) -> bytes:
+        key, album, _batch = stack.users[-1 - index]
+        return raw_request("POST", f"/api/albums/{album}/enhance", key, ENHANCE_BODY)
+
+    results: dict[str, Any] = {}
+    for held_open in (False, True):
+        sockets = await asyncio.to_thread(open_long_lived, stack) if held_open else []
+        try:
+            label = "held open" if held_open else "none"
+            results[label] = {
+                "GET /api/me": await phase(stack, me, 8),
+                "POST …/enhance": await phase(stack, enhance, 8),
+            }
+            results[label]["api_rss_mb"] = round(rss_mb(stack.api_pid), 1)
+            for name in ("GET /api/me", "POST …/enhance"):
+                r = results[label][name]
+                print(
+                    f"long-lived {label:10} {name:16} {r['rps']:7.1f} req/s  p99 {r['p99_ms']:7.1f} ms  "
+                    f"{r['statuses']}",
+                    flush=True,
+                )
+        finally:
+            for sock in sockets:
+                sock.close()
+    results["date"] = time.strftime("%Y-%m-%d")
+    results["held"] = {
+        "event streams": LONG_STREAMS,
+        "slow downloads (8 MB)": LONG_DOWNLOADS,
+        "trickled upload bodies": LONG_BODIES,
+    }
+    return results
+
+
+def long_lived_markdown(part: dict[str, Any]) -> list[str]:
+    held = ", ".join(f"{count} {what}" for what, count in part["held"].items())
+    lines = [
+        "",
+        "## Long-lived requests held open",
+        "",
+        f"{part['date']}. Held open on the one replica, each by its own user: {held}. Concurrency 8, closed "
+        f"loop, {PHASE_SECONDS:g} s per cell; the same replica and settings as above.",
+        "",
+        "| held open | endpoint | req/s | p50 ms | p99 ms | 503 | other 5xx | timeouts | API RSS MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for label in ("none", "held open"):
+        for name in ("GET /api/me", "POST …/enhance"):
+            r = part[label][name]
+            lines.append(
+                f"| {label} | {name} | {r['rps']} | {r['p50_ms']} | {r['p99_ms']} | {r['deliberate_503']} | "
+                f"{r['unexpected_5xx']} | {r['timeouts']} | {part[label]['api_rss_mb']} |"
+            )
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     settings = report["settings"]
     lines = [
@@ -487,11 +615,14 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {name} | {fmt(h['me_p50_ms'])} | {fmt(h['me_p99_ms'])} | {fmt(h['me_rps'])} | "
             f"{fmt(h['upload_p50_ms'])} | {statuses} | {fmt(h['api_peak_rss_mb'])} |"
         )
+    if "long_lived" in report:
+        lines += long_lived_markdown(report["long_lived"])
     lines += ["", f"Unexpected 5xx in all: {report['unexpected_5xx']}; timeouts in all: {report['timeouts']}.", ""]
     return "\n".join(lines)
 
 
 def main() -> int:
+    only_long_lived = "--long-lived" in sys.argv[1:]
     settings = Settings()
     with (
         throwaway_database(SERVER_URL, "album_enhance_bench") as database_url,
@@ -504,11 +635,20 @@ def main() -> int:
             async def run() -> dict[str, Any]:
                 batch_ids = await first_batches(port, seeded)
                 users = [(key, album, batch) for (key, album), batch in zip(seeded, batch_ids, strict=True)]
-                return await measure(Stack(port, api_pid, temporal_pid, users))
+                stack = Stack(port, api_pid, temporal_pid, users)
+                if only_long_lived:
+                    previous = json.loads((RESULTS / "api.json").read_text())
+                    return {
+                        "load": previous["load"],
+                        "hostile_upload": previous["hostile_upload"],
+                        "long_lived": await long_lived(stack),
+                    }
+                return {**await measure(stack), "long_lived": await long_lived(stack)}
 
             report = asyncio.run(run())
     cells = [r for cells in report["load"].values() for r in cells.values()]
     cells += [r for h in report["hostile_upload"].values() for r in h["runs"]]
+    cells += [r for label in ("none", "held open") for r in report["long_lived"][label].values() if isinstance(r, dict)]
     report = {
         "date": time.strftime("%Y-%m-%d"),
         "machine": f"{os.cpu_count()} cores, {platform.python_implementation()} {platform.python_version()}",

@@ -70,11 +70,18 @@ class Settings(BaseSettings):
     reconcile_interval_seconds: float = 60.0
     reconcile_grace_seconds: float = 30.0
     reconcile_refund_after_seconds: float = 3600.0
+    # The reconciler also removes stored objects no row refers to (`album-enhance storage sweep`), at most this
+    # often, sparing objects younger than the grace period (a write whose row is not committed yet).
+    storage_sweep_interval_seconds: float = Field(default=3600.0, gt=0)
+    storage_sweep_grace_seconds: float = Field(default=6 * 3600.0, ge=0)
 
     rate_limit_enabled: bool = True
     rate_limit_requests: int = 5
     rate_limit_window_seconds: int = 60
     idempotency_ttl_seconds: int = 24 * 3600
+    # Wrong API keys from one client address within the window, then 429 until the oldest leaves it (per replica).
+    auth_failures_per_address: int = Field(default=30, ge=1)
+    auth_failure_window_seconds: float = Field(default=60.0, gt=0)
 
     # Saturation and bounded input. Each admitted request holds at most one database connection at a time, so
     # the pool must cover the admitted requests, the image threads of direct mode and the two reserved for the
@@ -89,6 +96,23 @@ class Settings(BaseSettings):
     upload_decode_slots: int = Field(default=2, ge=1)  # uploads decoded at once per process (~240 MB per 60 MP)
     upload_decode_wait_seconds: float = Field(default=10.0, gt=0)  # wait for a decode slot, then 503
     readiness_timeout_seconds: float = Field(default=2.0, gt=0)  # per check of /readyz
+
+    # Long-lived requests (docs/reliability.md) hold no admission slot while they wait on the network; each kind
+    # has its own cap per replica (then 503) and per caller, i.e. API key (then 429). A request body must arrive
+    # within REQUEST_BODY_TIMEOUT_SECONDS plus its size at REQUEST_BODY_MIN_BYTES_PER_SECOND (then 408). An event
+    # stream ends after EVENTS_MAX_SECONDS; the client reconnects with Last-Event-ID and misses nothing.
+    bodies_per_replica: int = Field(default=256, ge=1)
+    bodies_per_user: int = Field(default=8, ge=1)
+    request_body_timeout_seconds: float = Field(default=30.0, gt=0)
+    request_body_min_bytes_per_second: int = Field(default=64 * 1024, ge=1)
+    events_per_replica: int = Field(default=256, ge=1)
+    events_per_user: int = Field(default=16, ge=1)
+    events_max_seconds: float = Field(default=600.0, gt=0)
+    events_read_threads: int = Field(default=2, ge=1)  # of the API_CONCURRENCY threads, what all streams' reads share
+    downloads_per_replica: int = Field(default=64, ge=1)
+    downloads_per_user: int = Field(default=8, ge=1)
+    zips_per_replica: int = Field(default=4, ge=1)
+    zips_per_user: int = Field(default=1, ge=1)
 
     # Worker sizing. A worker runs IMAGE_WORKERS images through the engine at once and this many more activities
     # beside them: the next images are claimed and read, and batches' bookkeeping runs, while the engine threads

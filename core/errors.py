@@ -63,6 +63,10 @@ class RateLimited(DomainError):
         self.window = window
 
 
+class TooManyFailedAuthentications(DomainError):
+    """Too many wrong API keys came from one client address lately: its requests are refused for a while."""
+
+
 class BatchStartFailed(DomainError):
     """The batch was charged but could not be started; its tokens were refunded."""
 

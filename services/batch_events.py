@@ -7,6 +7,7 @@ changes since that state, nothing twice and nothing missed, whichever server pro
 
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -185,10 +186,13 @@ def _read(engine: Engine, batch_id: str) -> BatchSnapshot:
         return snapshot(session, batch_id)
 
 
-async def _read_or_none(engine: Engine, batch_id: str) -> BatchSnapshot | None:
+async def _read_or_none(engine: Engine, batch_id: str, reads: anyio.CapacityLimiter) -> BatchSnapshot | None:
     try:
-        # The default thread limiter: the same threads (so connections) as sync routes, never one more.
-        return await anyio.to_thread.run_sync(_read, engine, batch_id)
+        # `reads` first: however many streams are open, they take at most that many of the threads of the default
+        # limiter (the same threads, so connections, as sync routes, never one more), and short requests keep
+        # the rest.
+        async with reads:
+            return await anyio.to_thread.run_sync(_read, engine, batch_id)
     except Exception:
         log.warning("event stream of batch %s stopped: the database could not be read", batch_id, exc_info=True)
         return None
@@ -200,13 +204,16 @@ async def event_stream(
     last_event_id: str | None,
     poll_seconds: float,
     keepalive_seconds: float,
+    max_seconds: float,
+    reads: anyio.CapacityLimiter,
 ) -> AsyncIterator[bytes]:
     """The encoded stream: what changed since `last_event_id`, then every change (and every new step of an image
     in progress) as the database shows it, then an `end` event once the batch is over (a client that reconnects
-    after that gets `end` at once). If the database fails, the stream just ends: the client reconnects with its
-    Last-Event-ID and misses nothing."""
+    after that gets `end` at once). If the database fails, or the stream has lasted `max_seconds` (a paused batch
+    may wait for days), the stream just ends: the client reconnects with its Last-Event-ID and misses nothing."""
     yield RETRY_HINT
-    now = await _read_or_none(engine, batch_id)
+    closes_at = time.monotonic() + max_seconds
+    now = await _read_or_none(engine, batch_id, reads)
     if now is None:
         return
     known = parse_cursor(last_event_id, len(now.jobs))
@@ -227,9 +234,11 @@ async def event_stream(
         if quiet >= keepalive_seconds:
             yield KEEPALIVE
             quiet = 0.0
+        if time.monotonic() >= closes_at:
+            return
         await anyio.sleep(poll_seconds)
         quiet += poll_seconds
-        now = await _read_or_none(engine, batch_id)
+        now = await _read_or_none(engine, batch_id, reads)
         if now is None:
             return
 

@@ -10,7 +10,7 @@ from sqlmodel import Session, col, select
 from core.config import Settings
 from core.contracts import BatchEnhanceInput, RetrySettings
 from core.errors import StartupRefused
-from core.vocabulary import TIERS, Tier
+from core.vocabulary import ACTIVE_BATCH_STATUSES, TIERS, Tier
 from db import ledger
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from imaging import ProcessLimits, SuperResolutionProcesses, SuperResolutionUnavailableError, sr
@@ -210,3 +210,18 @@ def close_unstarted(session: Session, batch_id: str, final: BatchStatus, reason:
         ledger.refund_job(session, job.id, job_status, reason, from_statuses=(JobStatus.PENDING,))
         for job in jobs_of(session, batch_id)
     )
+
+
+def close_abandoned(session: Session, batch_id: str, final: BatchStatus, reason: str) -> int:
+    """Close a started batch whose workflow has ended (or is gone) without recording its end: every job still in
+    flight is refunded, since nothing will close it any more, and the batch takes its final status. Returns the
+    tokens refunded; nothing happens if the batch has ended meanwhile."""
+    moved = session.exec(
+        update(Batch)
+        .where(col(Batch.id) == batch_id, col(Batch.status).in_(ACTIVE_BATCH_STATUSES))
+        .values(status=final, finished_at=utcnow())
+    )
+    if not moved.rowcount:
+        return 0
+    job_status = JobStatus.CANCELLED if final == BatchStatus.CANCELLED else JobStatus.FAILED
+    return sum(ledger.refund_job(session, job.id, job_status, reason) for job in jobs_of(session, batch_id))

@@ -14,7 +14,7 @@ from core.errors import Conflict
 from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES
 from db.models import Album, Batch, EnhancementJob, Image
 from services.enhance import lock_album
-from services.thumbnails import thumbnail_keys
+from services.thumbnails import failure_key, thumbnail_keys
 
 IN_FLIGHT = "An enhancement of this {what} is in progress; cancel its batch or wait until it ends"
 
@@ -56,9 +56,9 @@ def _remove_images(session: Session, images: list[Image], thumbnail_size: int) -
         )
     ).all()
     keys = [key for key in results if key is not None]
-    keys += [image.original_key for image in images] + [
-        key for image_id in ids for key in thumbnail_keys(image_id, thumbnail_size)
-    ]
+    keys += [image.original_key for image in images]
+    keys += [key for image_id in ids for key in thumbnail_keys(image_id, thumbnail_size)]
+    keys += [failure_key(image_id, thumbnail_size) for image_id in ids]
     # The jobs keep their cost, status and refund; only the way to the deleted photo goes.
     session.exec(update(EnhancementJob).where(col(EnhancementJob.image_id).in_(ids)).values(enhanced_key=None))
     session.exec(delete(Image).where(col(Image.id).in_(ids)))

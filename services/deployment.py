@@ -5,14 +5,20 @@ into their storage as an object. A worker reads both at start and refuses to run
 or carries another one, instead of failing every image whose original it cannot see (a second worker on its own
 disk used to refund images as MissingOriginal)."""
 
+import asyncio
 import logging
 import secrets
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from core.errors import StartupRefused
-from db.models import Deployment
+from db.models import Batch, Deployment
 from db.session import session_scope
 from storage.base import ObjectNotFound, Storage
 
@@ -89,3 +95,52 @@ def verify_storage(engine: Engine, storage: Storage) -> None:
             f"this worker's storage {storage.location} cannot see the API's originals: it {what} "
             f"'{MARKER_KEY}' (expected {marker}); {SAME_STORAGE_HINT}"
         )
+
+
+FOREIGN_TASK_ERROR = "ForeignTask"
+
+
+class ForeignTaskGuard(Interceptor):
+    """Worker interceptor: an activity of a batch this worker's database does not hold is refused before it runs.
+
+    A worker started on another database (another folder's `./data`, a wrong DATABASE_URL) but on the same
+    Temporal task queues would otherwise take live work and fail or refund it in the wrong database while the real
+    batch rows wait for ever. The refusal is retryable, so the task goes back to the queue for a worker of the
+    batch's own deployment, and it is logged as an error each time: the stray worker must be stopped.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._known: set[str] = set()  # batches seen in this database: a batch row is never deleted
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _Guarded(next, self)
+
+    def holds(self, batch_id: str) -> bool:
+        if batch_id not in self._known:
+            with Session(self.engine) as session:
+                if session.exec(select(Batch.id).where(col(Batch.id) == batch_id)).first() is None:
+                    return False
+            self._known.add(batch_id)
+        return True
+
+
+class _Guarded(ActivityInboundInterceptor):
+    def __init__(self, next: ActivityInboundInterceptor, guard: ForeignTaskGuard) -> None:
+        super().__init__(next)
+        self.guard = guard
+
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        batch_id = activity.info().workflow_id
+        if batch_id and not await asyncio.to_thread(self.guard.holds, batch_id):
+            log.error(
+                "refused a task of batch %s: this worker's database has no such batch, so the task belongs to "
+                "another deployment on the same Temporal task queue; stop this worker or give it that deployment's "
+                "DATABASE_URL and storage",
+                batch_id,
+            )
+            raise ApplicationError(
+                f"Batch {batch_id} is not in this worker's database (another deployment's task); refused",
+                type=FOREIGN_TASK_ERROR,
+            )
+        return await super().execute_activity(input)

@@ -117,6 +117,11 @@ def _claim_and_charge(session: Session, settings: Settings, command: EnhanceAlbu
     key = command.idempotency_key
     if key is not None:
         stored = _claim_key(session, settings, command, key)
+        if stored is not None and _start_failed(stored):
+            # Kept by an earlier version: that request was refunded, so it is void and this one runs anew.
+            with transaction(session):
+                idempotency.forget(session, command.user_id, key)
+            stored = _claim_key(session, settings, command, key)
         if stored is not None:
             return _Charged(_replay(stored))
     try:
@@ -164,13 +169,18 @@ def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
 _OUTPUT_DEFAULTS: dict[str, object] = {"output_format": OutputFormat.JPEG, "keep_location": False}
 
 
+def _outcome_data(stored: idempotency.StoredOutcome) -> dict[str, Any]:
+    return _from_answer(stored.legacy_status, stored.data) if stored.legacy_status is not None else dict(stored.data)
+
+
+def _start_failed(stored: idempotency.StoredOutcome) -> bool:
+    return bool(_outcome_data(stored)["outcome"] == _START_FAILED)
+
+
 def _replay(stored: idempotency.StoredOutcome) -> EnhanceOutcome:
-    """The outcome of the key's first request, again: its result, or its BatchStartFailed."""
-    data = _from_answer(stored.legacy_status, stored.data) if stored.legacy_status is not None else dict(stored.data)
-    if data.pop("outcome") == _START_FAILED:
-        failed = BatchStartFailed(START_FAILED)
-        failed.replayed = True
-        raise failed
+    """The outcome of the key's first request, again."""
+    data = _outcome_data(stored)
+    data.pop("outcome")
     return EnhanceOutcome(EnhanceResult.from_record(data), replayed=True)
 
 
@@ -204,13 +214,15 @@ def _count_request(session: Session, settings: Settings, user_id: str) -> RateLi
 
 
 def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None) -> None:
-    """The batch could not be started: refund it, then raise BatchStartFailed (said only once refunded)."""
+    """The batch could not be started: refund it, then raise BatchStartFailed (said only once refunded). The
+    refund makes the request void, so its Idempotency-Key is forgotten in the same transaction: a client that
+    retries with the key gets a request that runs again, not the failure replayed for a day."""
     with transaction(session):
         refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, "The workflow could not be started")
         # Started meanwhile by the reconciler (same workflow id): the batch runs, so the charge stands.
         started = session.get_one(Batch, inp.batch_id).status != BatchStatus.FAILED
         if not started and key is not None:
-            idempotency.record_outcome(session, inp.user_id, key, {"outcome": _START_FAILED})
+            idempotency.forget(session, inp.user_id, key)
     if started:
         log.info("batch %s was started by the reconciler; %s tokens were not refunded", inp.batch_id, refunded)
         return

@@ -81,3 +81,11 @@ def release(session: Session, user_id: str, key: str) -> None:
             col(IdempotencyRecord.response_body).is_(None),
         )
     )
+
+
+def forget(session: Session, user_id: str, key: str) -> None:
+    """Drop a key's record whatever it holds, so the next request with it runs anew (in the caller's transaction):
+    for a request whose charge was refunded because its batch could not start, which is void."""
+    session.exec(
+        delete(IdempotencyRecord).where(col(IdempotencyRecord.user_id) == user_id, col(IdempotencyRecord.key) == key)
+    )

@@ -5,7 +5,7 @@ import logging
 from concurrent.futures import Future
 from typing import Any, Protocol
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import (
     Priority,
     SearchAttributeKey,
@@ -15,6 +15,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 
 from core.contracts import BatchEnhanceInput, JobStep
 from core.vocabulary import BatchStatus, SearchAttribute, Signal
@@ -120,6 +121,26 @@ class TemporalLauncher:
 
     async def aclose(self) -> None:
         """Nothing to release: the client belongs to the caller."""
+
+    async def ended_status(self, batch_id: str) -> BatchStatus | None:
+        """The final status of a batch whose workflow has closed, or does not exist: the one its result reports if
+        it completed, CANCELLED if it was cancelled, FAILED otherwise (failed, terminated, timed out, gone). None
+        while it still runs."""
+        handle = self.client.get_workflow_handle_for(BatchEnhanceWorkflow.run, batch_id)
+        try:
+            described = await asyncio.wait_for(handle.describe(), timeout=self.start_timeout)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return BatchStatus.FAILED
+            raise
+        if described.status in (None, WorkflowExecutionStatus.RUNNING, WorkflowExecutionStatus.CONTINUED_AS_NEW):
+            return None
+        if described.status == WorkflowExecutionStatus.COMPLETED:
+            result = await asyncio.wait_for(handle.result(), timeout=self.start_timeout)
+            return BatchStatus(result.status)
+        if described.status == WorkflowExecutionStatus.CANCELED:
+            return BatchStatus.CANCELLED
+        return BatchStatus.FAILED
 
     async def _signal(self, batch_id: str, signal: Signal) -> None:
         handle: WorkflowHandle[Any, Any] = self.client.get_workflow_handle(batch_id)

@@ -1,19 +1,28 @@
-"""The enhanced photos of an album as one zip: the newest result of each image, named after its original."""
+"""The enhanced photos of an album as one zip: the newest result of each image, named after its original.
 
+The archive is written as it is sent: each result is read from storage in chunks and passed on (stored, not
+compressed: JPEGs do not compress), so the first byte leaves at once and neither memory nor disk holds the whole
+archive. A result that is gone by the time it is read (its image deleted meanwhile) is left out and named in a
+note inside the archive, so the download still succeeds.
+"""
+
+import io
+import logging
 import re
-import tempfile
+import time
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
 
 from sqlmodel import Session, col, select
 
 from db.models import EnhancementJob, Image, JobStatus
-from storage.base import Storage
+from storage.base import ObjectNotFound, Storage
+
+log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._ -]+")
-# Up to this size the zip is built in memory; a bigger one spills to a temporary file.
-_IN_MEMORY_BYTES = 16 * 1024 * 1024
+MISSING_NOTE = "MISSING.txt"
 
 
 @dataclass(frozen=True)
@@ -57,11 +66,56 @@ def result_files(session: Session, album_id: str) -> list[ResultFile]:
     return files
 
 
-def write_zip(storage: Storage, files: list[ResultFile]) -> IO[bytes]:
-    """The zip, rewound; images are stored as they are (compressing them again gains nothing)."""
-    out = tempfile.SpooledTemporaryFile(max_size=_IN_MEMORY_BYTES)  # noqa: SIM115  (returned open)
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_STORED) as archive:
+class _Sink(io.RawIOBase):
+    """Where the zip writer writes: bytes kept until the stream takes them. It cannot seek, so the writer puts
+    each entry's sizes after its data (a data descriptor) instead of going back to its header."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: object) -> int:
+        chunk = bytes(data)  # type: ignore[call-overload]  # the writer passes bytes-like objects
+        self._parts.append(chunk)
+        return len(chunk)
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts.clear()
+        return data
+
+
+def zip_stream(storage: Storage, files: list[ResultFile]) -> Iterator[bytes]:
+    """The zip's bytes, as each result is read."""
+    sink = _Sink()
+    missing: list[str] = []
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_STORED) as archive:
         for file in files:
-            archive.writestr(file.name, storage.get(file.key))
-    out.seek(0)
-    return out
+            try:
+                stored = storage.open(file.key)
+            except ObjectNotFound:
+                missing.append(file.name)
+                continue
+            entry = zipfile.ZipInfo(file.name, date_time=time.localtime()[:6])
+            entry.file_size = stored.size  # the writer picks ZIP64 from it for a result over 4 GB
+            try:
+                with archive.open(entry, "w") as out:
+                    for chunk in stored.chunks:
+                        out.write(chunk)
+                        yield sink.take()
+            finally:
+                close = getattr(stored.chunks, "close", None)
+                if close is not None:
+                    close()
+        if missing:
+            log.info("zip sent without %d results no longer stored: %s", len(missing), ", ".join(missing))
+            archive.writestr(MISSING_NOTE, missing_note(missing))
+    yield sink.take()
+
+
+def missing_note(names: list[str]) -> str:
+    return "These enhanced photos were deleted while the archive was being made, so they are not in it:\n" + "".join(
+        f"{name}\n" for name in names
+    )

@@ -1,19 +1,36 @@
 """Small previews of originals, made once and kept in storage beside them: JPEG, or WebP with its transparency for
-an original that has some."""
+an original that has some.
+
+A thumbnail is a decode like an upload's check, so it runs in the same process-wide decode slots (a 60 MP PNG
+takes about 240 MB to decode), once per image however many requests ask at once, from a reduced-size decode
+(JPEG's DCT scaling; a box reduction before the Lanczos filter otherwise). An original that cannot be made into
+a thumbnail is remembered by a small marker beside it, so it is answered 404 at once instead of being decoded again
+on every request.
+"""
 
 import io
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image as PILImage
 from PIL import ImageOps
+from sqlmodel import Session, col, select
 
-from imaging import probe_image
+from core.errors import NotFound
+from db.models import Image
+from services.uploads import DecodeSlots
 from storage.base import ObjectNotFound, Storage
+
+log = logging.getLogger(__name__)
 
 # Bumped when the way thumbnails are made changes, so cached copies (and browsers' ETags) are renewed. 2: a
 # transparent original's thumbnail keeps its transparency (WebP); the key no longer names a format.
 THUMBNAIL_VERSION = 2
 _WEBP_QUALITY = 82
+NOT_AN_IMAGE = "No thumbnail: the original is not a readable image"
 
 
 def thumbnail_key(image_id: str, size: int) -> str:
@@ -31,31 +48,43 @@ def thumbnail_media_type(data: bytes) -> str:
     return "image/webp" if data[:4] == b"RIFF" and data[8:12] == b"WEBP" else "image/jpeg"
 
 
+def failure_key(image_id: str, size: int) -> str:
+    """Storage key of the marker saying the image's thumbnail cannot be made."""
+    return f"thumbnails/{image_id}-{size}-v{THUMBNAIL_VERSION}.failed"
+
+
 def etag(image_id: str, size: int) -> str:
     """Originals never change under an id, so the id, size and version name the thumbnail's bytes."""
     return f'"{image_id}-{size}-v{THUMBNAIL_VERSION}"'
 
 
+class UnreadableImage(Exception):
+    """The original cannot be decoded into a thumbnail."""
+
+
 def make_thumbnail(data: bytes, size: int, max_pixels: int) -> bytes:
     """An image whose longer side is at most `size`, upright, colour profile kept: a WebP keeping the original's
-    transparency when it has any, else a JPEG."""
-    probe_image(data, max_pixels)  # refuses pixel bombs before anything is decoded
+    transparency when it has any, else a JPEG (alpha that is all opaque flattened)."""
     with PILImage.open(io.BytesIO(data)) as image:
-        image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale, much faster
+        width, height = image.size
+        if width * height > max_pixels:  # from the header: a pixel bomb is refused before anything is decoded
+            raise UnreadableImage(f"{width}x{height} is more than {max_pixels} pixels")
+        image.draft("RGB", (size, size))  # JPEG: decode at 1/2, 1/4 or 1/8 scale
         icc = image.info.get("icc_profile")
         image.seek(0)
-        oriented = ImageOps.exif_transpose(image)
-        transparent = _transparent(oriented)
+        small = _eight_bits(image)
+        transparent = _transparent(small)
         if transparent is not None:
-            # Pillow's resize premultiplies RGBA, so hidden colour does not fringe the edge.
-            transparent.thumbnail((size, size), PILImage.Resampling.LANCZOS, reducing_gap=2.0)
-            out = io.BytesIO()
-            transparent.save(out, "WEBP", quality=_WEBP_QUALITY, icc_profile=icc)
-            return out.getvalue()
-        oriented.thumbnail((size, size), PILImage.Resampling.LANCZOS, reducing_gap=2.0)
-        rgb = _to_rgb(oriented)
+            small = transparent  # Pillow's resize premultiplies RGBA, so hidden colour does not fringe the edge
+        # Reduced in place first (a box reduction, then Lanczos), so the full-size decode is the only full-size
+        # copy; turned upright afterwards, on the small image (the bound is square, so the order does not matter).
+        small.thumbnail((size, size), PILImage.Resampling.LANCZOS, reducing_gap=2.0)
+        oriented = ImageOps.exif_transpose(small)
     out = io.BytesIO()
-    rgb.save(out, "JPEG", quality=82, icc_profile=icc)
+    if transparent is not None:
+        oriented.save(out, "WEBP", quality=_WEBP_QUALITY, icc_profile=icc)
+    else:
+        _to_rgb(oriented).save(out, "JPEG", quality=82, icc_profile=icc)
     return out.getvalue()
 
 
@@ -69,10 +98,23 @@ def _transparent(image: PILImage.Image) -> PILImage.Image | None:
     return rgba if low < 255 else None
 
 
+def _eight_bits(image: PILImage.Image) -> PILImage.Image:
+    """16- and 32-bit grey as 8-bit grey: Pillow can neither reduce nor convert 16-bit grey to RGB faithfully."""
+    if not image.mode.startswith("I"):
+        return image
+    image.load()
+    pixels = np.asarray(image)
+    scale = 8 if image.mode.startswith("I;16") else 0
+    eight = (pixels >> scale) if scale else np.clip(pixels / 257, 0, 255)
+    grey = PILImage.fromarray(eight.astype(np.uint8), "L")
+    grey.info = dict(image.info)
+    exif = image.getexif()
+    if exif:
+        grey.info["exif"] = exif.tobytes()
+    return grey
+
+
 def _to_rgb(image: PILImage.Image) -> PILImage.Image:
-    if image.mode.startswith("I"):
-        # 16-bit grey would turn white in a plain convert("RGB"): scale it to 8 bits first.
-        image = image.convert("I").point(lambda value: value / 257).convert("L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         rgba = image.convert("RGBA")
         background = PILImage.new("RGB", rgba.size, (255, 255, 255))
@@ -81,13 +123,74 @@ def _to_rgb(image: PILImage.Image) -> PILImage.Image:
     return image.convert("RGB")
 
 
-def thumbnail_of(storage: Storage, image_id: str, original_key: str, size: int, max_pixels: int) -> bytes:
-    """The cached thumbnail, made from the original on first use (imaging's InvalidImageError if it is no image)."""
-    key = thumbnail_key(image_id, size)
+_locks_guard = threading.Lock()
+_locks: dict[str, threading.Lock] = {}
+
+
+@contextmanager
+def _one_at_a_time(key: str) -> Iterator[None]:
+    """Requests for the same thumbnail make it once: the others wait, then find it stored."""
+    with _locks_guard:
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:
+        yield
+    with _locks_guard:
+        if not lock.locked():
+            _locks.pop(key, None)
+
+
+def _stored(storage: Storage, image_id: str, size: int) -> bytes | None:
+    """The stored thumbnail, None if it is not made yet; NotFound if it is known that it cannot be."""
     try:
-        return storage.get(key)
+        return storage.get(thumbnail_key(image_id, size))
     except ObjectNotFound:
         pass
-    data = make_thumbnail(storage.get(original_key), size, max_pixels)
+    if storage.exists(failure_key(image_id, size)):
+        raise NotFound(NOT_AN_IMAGE)
+    return None
+
+
+def image_exists(session: Session, image_id: str) -> bool:
+    return session.exec(select(Image.id).where(col(Image.id) == image_id)).first() is not None
+
+
+def thumbnail_of(
+    storage: Storage,
+    image_id: str,
+    original_key: str,
+    size: int,
+    max_pixels: int,
+    slots: DecodeSlots,
+    still_exists: Callable[[], bool],
+) -> bytes:
+    """The stored thumbnail, made from the original on first use, in a decode slot (503 if none frees up).
+
+    `still_exists` reads the image's row again once something is stored: an image deleted while its thumbnail
+    was made loses it here (404), as the delete may have removed its files before this one was written."""
+    cached = _stored(storage, image_id, size)
+    if cached is not None:
+        return cached
+    with _one_at_a_time(thumbnail_key(image_id, size)), slots:
+        cached = _stored(storage, image_id, size)  # made while this request waited
+        if cached is not None:
+            return cached
+        try:
+            original = storage.get(original_key)
+        except ObjectNotFound as exc:
+            raise NotFound("Original image not found in storage") from exc
+        try:
+            data = make_thumbnail(original, size, max_pixels)
+        except Exception as exc:  # any decoder's error (Pillow raises many kinds): the original is unreadable
+            log.warning("no thumbnail for image %s: %s", image_id, exc)
+            _store_unless_deleted(storage, failure_key(image_id, size), str(exc)[:500].encode(), still_exists)
+            raise NotFound(NOT_AN_IMAGE) from exc
+        del original
+        _store_unless_deleted(storage, thumbnail_key(image_id, size), data, still_exists)
+        return data
+
+
+def _store_unless_deleted(storage: Storage, key: str, data: bytes, still_exists: Callable[[], bool]) -> None:
     storage.put(key, data)
-    return data
+    if not still_exists():
+        storage.delete(key)
+        raise NotFound("Image not found")

@@ -15,9 +15,10 @@ from PIL import Image as PILImage
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from core.errors import InvalidRequest, ServiceUnavailable
-from db.models import Image, new_id
+from core.errors import InvalidRequest, NotFound, ServiceUnavailable
+from db.models import Album, Image, new_id
 from imaging import ImageInfo, InvalidImageError, probe_image
+from services.enhance import lock_album
 from storage.base import Storage, original_key
 
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f]")
@@ -112,29 +113,64 @@ def check_uploads(files: list[UploadedFile], limits: UploadLimits, slots: Decode
     return checked
 
 
-def store_uploads(session: Session, storage: Storage, album_id: str, checked: list[CheckedUpload]) -> list[Image]:
-    """Write the originals, streamed from their spooled files, and add their rows (the caller commits)."""
+@dataclass(frozen=True)
+class StoredOriginal:
+    """An original written to storage before its row exists."""
+
+    image_id: str
+    key: str
+    upload: CheckedUpload
+
+
+def write_originals(storage: Storage, album_id: str, checked: list[CheckedUpload]) -> list[StoredOriginal]:
+    """Write the originals, streamed from their spooled files, before any row is added (so no lock is held while
+    they are written). Any failure removes those already written."""
+    stored = [
+        StoredOriginal(image_id, original_key(album_id, image_id, upload.info.format), upload)
+        for image_id, upload in ((new_id(), upload) for upload in checked)
+    ]
+    try:
+        for original in stored:
+            original.upload.source.file.seek(0)
+            storage.put_file(original.key, original.upload.source.file)
+    except BaseException:
+        remove_originals(storage, stored)
+        raise
+    return stored
+
+
+def remove_originals(storage: Storage, stored: list[StoredOriginal]) -> None:
+    """Remove originals whose rows were not committed."""
+    for original in stored:
+        storage.delete(original.key)
+
+
+def add_images(session: Session, album_id: str, stored: list[StoredOriginal]) -> list[Image]:
+    """Add the rows of written originals under the album's lock (the caller commits, or removes the originals if
+    this fails): an album deleted meanwhile is a 404, since a delete commits either before this or after it."""
+    lock_album(session, album_id)
+    if session.exec(select(Album.id).where(col(Album.id) == album_id)).first() is None:
+        raise NotFound("Album not found")
+    return _add_rows(session, album_id, stored)
+
+
+def _add_rows(session: Session, album_id: str, stored: list[StoredOriginal]) -> list[Image]:
     last = session.exec(select(func.max(Image.sort_order)).where(col(Image.album_id) == album_id)).one()
     next_order = (last if last is not None else -1) + 1
-    images = []
-    for offset, upload in enumerate(checked):
-        image_id = new_id()
-        key = original_key(album_id, image_id, upload.info.format)
-        upload.source.file.seek(0)
-        storage.put_file(key, upload.source.file)
-        images.append(
-            Image(
-                id=image_id,
-                album_id=album_id,
-                original_key=key,
-                original_filename=upload.filename,
-                width=upload.info.width,
-                height=upload.info.height,
-                format=upload.info.format,
-                size_bytes=upload.size,
-                sort_order=next_order + offset,
-            )
+    images = [
+        Image(
+            id=original.image_id,
+            album_id=album_id,
+            original_key=original.key,
+            original_filename=original.upload.filename,
+            width=original.upload.info.width,
+            height=original.upload.info.height,
+            format=original.upload.info.format,
+            size_bytes=original.upload.size,
+            sort_order=next_order + offset,
         )
+        for offset, original in enumerate(stored)
+    ]
     session.add_all(images)
     session.flush()
     return images

@@ -3,6 +3,7 @@
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import BinaryIO, Protocol
 
 _SAFE_KEY = re.compile(r"^[a-z0-9]+(/[A-Za-z0-9._-]+)+$")
@@ -27,9 +28,11 @@ def original_key(album_id: str, image_id: str, image_format: str) -> str:
     return f"originals/{album_id}/{image_id}.{image_format.lower()}"
 
 
-def enhanced_key(job_id: str, extension: str = "jpg") -> str:
-    """Storage key of a job's enhanced image, with the extension of its format."""
-    return f"enhanced/{job_id}.{extension}"
+def enhanced_key(job_id: str, extension: str = "jpg", attempt: int = 0) -> str:
+    """Storage key of a job's enhanced image as one attempt made it, with the extension of its format: each attempt
+    writes its own object, so an attempt that loses the race to complete the job can delete its object without
+    touching the winner's."""
+    return f"enhanced/{job_id}-a{attempt}.{extension}" if attempt else f"enhanced/{job_id}.{extension}"
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,14 @@ class StoredObject:
 
     size: int
     chunks: Iterator[bytes]
+
+
+@dataclass(frozen=True)
+class ListedObject:
+    """A stored object's key and when it was last written (timezone-aware)."""
+
+    key: str
+    modified: datetime
 
 
 class Storage(Protocol):
@@ -70,6 +81,10 @@ class Storage(Protocol):
 
     def delete(self, key: str) -> None:
         """Remove an object if present."""
+        ...
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        """Every object whose key starts with `prefix` (e.g. "originals/"), in no particular order."""
         ...
 
     def presigned_url(self, key: str, expires_seconds: int, content_type: str) -> str | None:

@@ -4,10 +4,20 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from storage.base import CHUNK_SIZE, ObjectNotFound, StoredObject, check_key, enhanced_key, original_key, read_chunks
+from storage.base import (
+    CHUNK_SIZE,
+    ListedObject,
+    ObjectNotFound,
+    StoredObject,
+    check_key,
+    enhanced_key,
+    original_key,
+    read_chunks,
+)
 
 __all__ = ["LocalStorage", "ObjectNotFound", "enhanced_key", "original_key"]
 
@@ -68,6 +78,16 @@ class LocalStorage:
     def delete(self, key: str) -> None:
         """Remove an object if present."""
         self.path_for(key).unlink(missing_ok=True)
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        """Files under the root whose key starts with the prefix (unfinished writes' temporary files included)."""
+        top = self.root / prefix.split("/", 1)[0]
+        if not top.is_dir():
+            return
+        for path in top.rglob("*"):
+            key = path.relative_to(self.root).as_posix()
+            if key.startswith(prefix) and path.is_file():
+                yield ListedObject(key, datetime.fromtimestamp(path.stat().st_mtime, UTC))
 
     def presigned_url(self, key: str, expires_seconds: int, content_type: str) -> str | None:
         """Files have no URL of their own: the API streams them."""

@@ -9,7 +9,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from storage.base import CHUNK_SIZE, ObjectNotFound, StoredObject, check_key
+from storage.base import CHUNK_SIZE, ListedObject, ObjectNotFound, StoredObject, check_key
 
 # Larger uploads go in parts of this size, so an upload never holds more than a few parts in memory.
 _TRANSFER = TransferConfig(multipart_threshold=8 * 1024 * 1024, multipart_chunksize=8 * 1024 * 1024)
@@ -93,6 +93,13 @@ class S3Storage:
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.where.bucket, Key=self._key(key))
+
+    def list_objects(self, prefix: str) -> Iterator[ListedObject]:
+        strip = f"{self.where.prefix}/" if self.where.prefix else ""
+        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.where.bucket, Prefix=strip + prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                yield ListedObject(str(item["Key"]).removeprefix(strip), item["LastModified"])
 
     def presigned_url(self, key: str, expires_seconds: int, content_type: str) -> str | None:
         params = {"Bucket": self.where.bucket, "Key": self._key(key), "ResponseContentType": content_type}

@@ -116,6 +116,8 @@ def make_settings(database_url: str, storage: LocalStorage, **overrides: object)
         # The network takes seconds even for a small image: tests that want it ask for it.
         "enhance_engine": "classic",
         "rate_limit_enabled": False,
+        # Tests send wrong keys on purpose from one address; the throttle's own test asks for it.
+        "auth_failures_per_address": 1_000_000,
         "activity_max_attempts": 3,
         "activity_initial_retry_seconds": 0.05,
         "activity_max_retry_seconds": 0.2,

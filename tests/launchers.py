@@ -45,3 +45,18 @@ class DelayedLauncher(HeldLauncher):
     async def start(self, inp: BatchEnhanceInput) -> None:
         await asyncio.sleep(self.delay)
         await self.inner.start(inp)
+
+
+class FailingFirstStart(HeldLauncher):
+    """The first start fails as an unreachable Temporal would; later ones go through."""
+
+    def __init__(self, inner: BatchLauncher) -> None:
+        super().__init__(inner)
+        self.release.set()
+        self.failed = False
+
+    async def start(self, inp: BatchEnhanceInput) -> None:
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("the workflow service is unreachable (test double)")
+        await self.inner.start(inp)

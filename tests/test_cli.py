@@ -67,7 +67,11 @@ def test_email_check_accepts_ordinary_addresses() -> None:
 
 def test_create_and_grant_say_which_database_they_use(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     settings = make_settings(f"sqlite:///{tmp_path / 'new' / 'app.db'}", LocalStorage(tmp_path / "s"))
-    assert create_user(settings, "bob@example.com", 5).startswith("ae_")
+    with pytest.raises(SystemExit, match="pass --create"):
+        create_user(settings, "bob@example.com", 5)
+    assert not (tmp_path / "new" / "app.db").exists()
+    capsys.readouterr()
+    assert create_user(settings, "bob@example.com", 5, create=True).startswith("ae_")
     assert capsys.readouterr().err == f"database: {tmp_path / 'new' / 'app.db'} (new)\n"
     assert grant_tokens(settings, "bob@example.com", 7) == 12
     assert capsys.readouterr().err == f"database: {tmp_path / 'new' / 'app.db'}\n"
@@ -88,7 +92,7 @@ def test_the_cli_says_only_what_it_does(
     monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'app.db'}")
     get_settings.cache_clear()
     try:
-        main(["users", "create", "carol@example.com", "--tokens", "3"])
+        main(["users", "create", "carol@example.com", "--tokens", "3", "--create"])
         main(["db", "upgrade"])
     finally:
         get_settings.cache_clear()

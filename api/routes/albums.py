@@ -44,7 +44,14 @@ from services import enhance, idempotency
 from services.enhance import BatchRequest
 from services.enhance_album import EnhanceAlbum, EnhanceResult
 from services.enhance_album import enhance_album as enhance_album_use_case
-from services.uploads import UploadedFile, UploadLimits, check_uploads, store_uploads
+from services.uploads import (
+    UploadedFile,
+    UploadLimits,
+    add_images,
+    check_uploads,
+    remove_originals,
+    write_originals,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/albums", tags=["albums"])
@@ -146,13 +153,12 @@ def upload_images(
     received = [UploadedFile(upload.file, upload.filename) for upload in files]
     limits = UploadLimits(settings.max_image_pixels, settings.max_upload_pixels)
     checked = check_uploads(received, limits, decode_slots)
-    images: list[Image] = []
+    stored = write_originals(storage, album.id, checked)
     try:
         with transaction(session):
-            images = store_uploads(session, storage, album.id, checked)
+            images = add_images(session, album.id, stored)
     except BaseException:
-        for image in images:
-            storage.delete(image.original_key)
+        remove_originals(storage, stored)
         raise
     return UploadOut(images=[ImageOut.model_validate(image) for image in images])
 

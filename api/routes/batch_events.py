@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from api.deps import EngineDep, OwnedBatch, SettingsDep
 from api.schemas import ErrorOut
+from api.state import app_state
 from services.batch_events import event_stream
 
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -26,7 +27,9 @@ EVENTS_DESCRIPTION = """\
 * `event: end` — the batch is over and no job can change; the server then closes the stream.
 
 The first events describe the whole batch. Every event has an `id`; reconnecting with `Last-Event-ID` sends only
-what changed since that event. Authenticate with the `Authorization` header, as everywhere (a browser reads the
+what changed since that event. A stream is closed after `EVENTS_MAX_SECONDS` (a paused batch can wait for days;
+a keep-alive comment is sent while nothing changes): reconnect with `Last-Event-ID`. Too many open streams of one
+user are refused with 429. Authenticate with the `Authorization` header, as everywhere (a browser reads the
 stream with `fetch()`, so the key never goes into a URL).
 """
 
@@ -51,9 +54,11 @@ EVENT_SCHEMA = {
         200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}}, "description": "The event stream"},
         401: {"model": ErrorOut},
         404: {"model": ErrorOut},
+        429: {"model": ErrorOut},
     },
 )
 async def batch_events(
+    request: Request,
     batch: OwnedBatch,
     engine: EngineDep,
     settings: SettingsDep,
@@ -61,7 +66,13 @@ async def batch_events(
 ) -> StreamingResponse:
     """Stream a batch's job transitions and status until it ends."""
     stream = event_stream(
-        engine, batch.id, last_event_id, settings.events_poll_seconds, settings.events_keepalive_seconds
+        engine,
+        batch.id,
+        last_event_id,
+        settings.events_poll_seconds,
+        settings.events_keepalive_seconds,
+        settings.events_max_seconds,
+        app_state(request.app).event_reads,
     )
     return StreamingResponse(
         stream,

@@ -1,7 +1,6 @@
 """The enhanced photos of an album in one zip."""
 
 import re
-from collections.abc import AsyncIterator
 
 import anyio
 from fastapi import APIRouter
@@ -10,11 +9,9 @@ from fastapi.responses import StreamingResponse
 from api.deps import OwnedAlbum, SessionDep, StorageDep
 from api.schemas import ErrorOut
 from core.errors import NotFound
-from services.results_zip import result_files, write_zip
+from services.results_zip import result_files, zip_stream
 
 router = APIRouter(prefix="/albums", tags=["albums"])
-
-_CHUNK = 256 * 1024
 
 
 @router.get(
@@ -28,25 +25,19 @@ _CHUNK = 256 * 1024
         401: {"model": ErrorOut},
         403: {"model": ErrorOut},
         404: {"model": ErrorOut},
+        429: {"model": ErrorOut},
     },
 )
 async def download_results(album: OwnedAlbum, session: SessionDep, storage: StorageDep) -> StreamingResponse:
-    """Every enhanced image of the album, the newest result of each, named after its original and tier."""
+    """Every enhanced image of the album, the newest result of each, named after its original and tier. The
+    archive is streamed as it is made; a result deleted meanwhile is left out and named in `MISSING.txt`
+    inside it. One zip per user at a time (`ZIPS_PER_USER`): another is 429 until it ends."""
     files = await anyio.to_thread.run_sync(result_files, session, album.id)
     if not files:
         raise NotFound("No enhanced images in this album yet")
-    archive = await anyio.to_thread.run_sync(write_zip, storage, files)
-
-    async def chunks() -> AsyncIterator[bytes]:
-        try:
-            while chunk := await anyio.to_thread.run_sync(archive.read, _CHUNK):
-                yield chunk
-        finally:
-            archive.close()
-
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", album.name).strip("-")[:80] or "album"
     return StreamingResponse(
-        chunks(),
+        zip_stream(storage, files),  # a sync iterator: each chunk is read on a worker thread
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{name}-enhanced.zip"'},
     )

@@ -19,6 +19,7 @@ from storage.local import LocalStorage
 from tests.conftest import engine_for, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, balance, refunds_for_job
 from tests.factories import make_album, make_image, make_pending_job, make_user, photo_bytes
+from tests.storage_faults import WriteGatedStorage
 
 
 @pytest.fixture
@@ -130,3 +131,24 @@ def test_hostile_metadata_is_logged_and_the_image_completes(
     assert (row.enhanced_key or "").endswith(".png") and row.enhanced_format == "image/png"
     with PILImage.open(io.BytesIO(activities.storage.get(row.enhanced_key or ""))) as out:
         assert out.format == "PNG" and out.size == (1024, 683)
+
+
+def test_an_attempt_that_loses_to_an_overlapping_one_keeps_the_winners_result(db_url: str, tmp_path: Path) -> None:
+    """The first attempt stalls while storing its result (past its heartbeat timeout, so Temporal starts a retry);
+    the retry completes the job; the first then finds the job completed and deletes only its own object."""
+    storage = WriteGatedStorage(tmp_path / "storage", "enhanced/")
+    activities = BatchActivities(engine_for(db_url), storage, 60_000_000)
+    _, job_id = pending_job(activities, photo_bytes("rocket.jpg"))
+    with ThreadPoolExecutor(1) as pool:
+        stalled = pool.submit(ActivityEnvironment().run, activities.process_job, ProcessJobInput(job_id))
+        assert storage.waiting.wait(60)  # the first attempt is about to store its result
+        retry = ActivityEnvironment().run(activities.process_job, ProcessJobInput(job_id))
+        assert retry.status == JobStatus.COMPLETED
+        storage.release.set()
+        late = stalled.result(60)
+    assert late == retry
+    row = job(activities, job_id)
+    assert (row.status, row.attempts, row.enhanced_key) == (JobStatus.COMPLETED, 2, f"enhanced/{job_id}-a2.jpg")
+    assert len(storage.get(row.enhanced_key or "")) == row.enhanced_size_bytes
+    assert not storage.exists(f"enhanced/{job_id}-a1.jpg")
+    assert sorted(p.name for p in (storage.root / "enhanced").iterdir()) == [f"{job_id}-a2.jpg"]

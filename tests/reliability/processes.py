@@ -228,3 +228,17 @@ def wait_for_http(url: str, process: ManagedProcess, timeout: float = STARTUP_TI
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} did not answer within {timeout}s")
         time.sleep(0.05)
+
+
+@contextmanager
+def busy_cores(per_core: int = 2) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Busy-loop processes, `per_core` for every core of the machine, until the block ends."""
+    loops = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) * per_core)
+    ]
+    try:
+        yield loops
+    finally:
+        for loop in loops:
+            loop.kill()
+            loop.wait()

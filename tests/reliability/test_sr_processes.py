@@ -8,9 +8,7 @@ import contextlib
 import io
 import os
 import signal
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +24,7 @@ from storage.local import LocalStorage
 from tests.conftest import Harness, eventually, temporal_api
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, refunds_for_job
 from tests.factories import FIXTURES, UserWithKey, make_album, make_user
-from tests.reliability.processes import ManagedProcess, ProcessSet, process_set, service_env
+from tests.reliability.processes import ManagedProcess, ProcessSet, busy_cores, process_set, service_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("sr_runtime")]
 
@@ -84,20 +82,6 @@ def sr_children(worker: ManagedProcess) -> list[int]:
         if int(fields[1]) == worker.pid and b"imaging._child" in cmdline and fields[0] != "Z":
             children.append(int(stat.parent.name))
     return children
-
-
-@contextlib.contextmanager
-def busy_cores(per_core: int = 2) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Busy-loop processes, `per_core` for every core of the machine, until the block ends."""
-    loops = [
-        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range((os.cpu_count() or 1) * per_core)
-    ]
-    try:
-        yield loops
-    finally:
-        for loop in loops:
-            loop.kill()
-            loop.wait()
 
 
 @contextlib.asynccontextmanager

@@ -110,7 +110,7 @@ async def start_api(machine: ProcessSet, env: dict[str, str]) -> tuple[ManagedPr
 def create_user(env: dict[str, str], cwd: Path, tokens: int) -> dict[str, str]:
     email = f"{uuid.uuid4().hex[:8]}@example.com"
     done = subprocess.run(
-        [sys.executable, "-m", "cli", "users", "create", email, "--tokens", str(tokens)],
+        [sys.executable, "-m", "cli", "users", "create", email, "--tokens", str(tokens), "--create"],
         env=env,
         cwd=cwd,
         capture_output=True,

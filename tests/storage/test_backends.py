@@ -43,6 +43,17 @@ def test_put_file_and_open_stream_in_chunks(any_storage: Storage) -> None:
     assert max(len(chunk) for chunk in chunks) <= CHUNK_SIZE and len(chunks) > 1
 
 
+def test_list_objects_by_prefix_with_their_times(any_storage: Storage) -> None:
+    keys = [original_key("a1", "i1", "JPEG"), original_key("a2", "i2", "PNG"), enhanced_key("j1")]
+    for key in keys:
+        any_storage.put(key, b"x")
+    listed = list(any_storage.list_objects("originals/"))
+    assert sorted(item.key for item in listed) == sorted(keys[:2])
+    assert all(item.modified.tzinfo is not None for item in listed)
+    assert [item.key for item in any_storage.list_objects("enhanced/")] == [keys[2]]
+    assert list(any_storage.list_objects("thumbnails/")) == []
+
+
 def test_open_of_a_missing_object_is_not_found(any_storage: Storage) -> None:
     with pytest.raises(ObjectNotFound):
         any_storage.open(enhanced_key("nope"))

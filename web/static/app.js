@@ -592,7 +592,8 @@ async function readEvents(batchId, signal) {
         }
       }
     } catch (error) {
-      if (signal.aborted || (error instanceof ApiError && error.status < 500)) throw error;
+      // 429: too many open streams of this user (other tabs); one will close, so try again later.
+      if (signal.aborted || (error instanceof ApiError && error.status < 500 && error.status !== 429)) throw error;
     }
     await new Promise((resolve) => setTimeout(resolve, Math.min(500 * 2 ** attempt, 10000)));
   }
