@@ -1,0 +1,315 @@
+"""Accounts for people: sign up, verify the email, sign in to a server-side session, reset a forgotten password.
+
+Nothing here tells whether an email has an account: sign-up and "forgot password" answer the same whatever the
+email (the mail says what happened), sign-in has one refusal for an unknown email and a wrong password and spends
+one argon2 verification on either, and mails go out after the answer. Sign-in and reset are throttled per email
+and per client address (services.rate_limit: a sliding window in the database, shared by every replica).
+
+Secrets (session tokens, mailed link tokens) are 256-bit random strings kept only as SHA-256 hashes. Each step is
+one transaction, begun and committed here.
+"""
+
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, col, select
+
+from core.config import Settings
+from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
+from db import ledger
+from db.models import AccountToken, User, UserSession, utcnow
+from db.session import transaction
+from services import passwords, rate_limit
+from services.mail import Mail
+from services.users import find_user_by_email, hash_secret, normalise_email
+
+VERIFY, RESET = "verify", "reset"
+WRONG_CREDENTIALS = "Wrong email or password"
+INVALID_LINK = "This link is not valid any more (used, expired or mistyped): ask for a new one"
+# Deliberately loose (one @, a dot in the domain, no spaces): whether mail arrives is what verification proves.
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+# A session's last request is written at most this often (the idle timeout is this precise).
+LAST_SEEN_PRECISION = timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is asking, as far as the server can tell: for throttling and the list of sessions."""
+
+    address: str
+    user_agent: str | None
+
+
+@dataclass(frozen=True)
+class NewSession:
+    token: str  # the cookie's value, never stored
+    csrf_token: str
+    user: User
+
+
+def csrf_token_of(session_token: str) -> str:
+    """The CSRF token of a session: derived from its secret, so it needs no storage and changes with the session."""
+    return hash_secret(f"csrf:{session_token}")
+
+
+def csrf_matches(session_token: str, sent: str | None) -> bool:
+    return sent is not None and hmac.compare_digest(csrf_token_of(session_token).encode(), sent.encode())
+
+
+def valid_email(email: str) -> str:
+    email = normalise_email(email)
+    if len(email) > 320 or not _EMAIL.match(email):
+        raise InvalidRequest("Not an email address")
+    return email
+
+
+def _throttle(session: Session, settings: Settings, bucket: str, email: str, client: Client) -> None:
+    """Count one attempt for the email and for the address (committed, so a refused attempt still counts)."""
+    window = settings.auth_throttle_window_seconds
+    with transaction(session):
+        rate_limit.throttle(
+            session, f"address:{client.address}"[:100], bucket, settings.auth_throttle_per_address, window
+        )
+    with transaction(session):
+        rate_limit.throttle(session, f"email:{hash_secret(email)}", bucket, settings.auth_throttle_per_account, window)
+
+
+def _new_link(session: Session, user_id: str, purpose: str, lifetime_seconds: int) -> str:
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    session.add(
+        AccountToken(
+            token_hash=hash_secret(token),
+            user_id=user_id,
+            purpose=purpose,
+            created_at=now,
+            expires_at=now + timedelta(seconds=lifetime_seconds),
+        )
+    )
+    session.flush()
+    return token
+
+
+def _verify_mail(settings: Settings, email: str, token: str) -> Mail:
+    hours = settings.verify_link_seconds // 3600
+    return Mail(
+        email,
+        "Confirm your email for album-enhance",
+        f"Welcome to album-enhance.\n\nConfirm this address to start (the link works once, for {hours} hours):\n"
+        f"{settings.web_url}/account#/verify/{token}\n\nIf you did not sign up, ignore this mail.\n",
+    )
+
+
+def _already_mail(settings: Settings, email: str) -> Mail:
+    return Mail(
+        email,
+        "Your album-enhance account",
+        "Someone (you, probably) tried to sign up with this address, which has an account already.\n\n"
+        f"Sign in: {settings.web_url}/account#/signin\nForgot the password? {settings.web_url}/account#/forgot\n",
+    )
+
+
+def sign_up(session: Session, settings: Settings, email: str, password: str, client: Client) -> Mail:
+    """Open an unverified account (or not, when the email has one) and return the mail to send either way."""
+    if not settings.signup_open:
+        raise Forbidden("Sign-up is closed: ask an operator for an account")
+    email = valid_email(email)
+    password = passwords.check_rules(password, email)
+    with transaction(session):
+        rate_limit.throttle(
+            session,
+            f"address:{client.address}"[:100],
+            "signup",
+            settings.auth_throttle_per_address,
+            settings.auth_throttle_window_seconds,
+        )
+    password_hash = passwords.hash_password(password)  # always, so both answers take the same time
+    try:
+        with transaction(session):
+            existing = find_user_by_email(session, email)
+            if existing is not None and existing.email_verified_at is not None:
+                return _already_mail(settings, email)
+            if existing is None:
+                existing = User(email=email, password_hash=password_hash)
+                session.add(existing)
+                session.flush()
+            # Unverified (new, or signed up before without confirming): a fresh link; the first password stays.
+            return _verify_mail(settings, email, _new_link(session, existing.id, VERIFY, settings.verify_link_seconds))
+    except IntegrityError:  # the same email signed up at the same moment: that request sends the link
+        return _already_mail(settings, email)
+
+
+def _consume_link(session: Session, token: str, purpose: str) -> str:
+    """Mark a mailed link used, once and before it expires (one conditional UPDATE); the user's id."""
+    user_id = session.exec(
+        update(AccountToken)
+        .where(
+            col(AccountToken.token_hash) == hash_secret(token),
+            col(AccountToken.purpose) == purpose,
+            col(AccountToken.used_at).is_(None),
+            col(AccountToken.expires_at) > utcnow(),
+        )
+        .values(used_at=utcnow())
+        .returning(col(AccountToken.user_id))
+    ).scalar_one_or_none()
+    if user_id is None:
+        raise InvalidRequest(INVALID_LINK)
+    return str(user_id)
+
+
+def verify_email(session: Session, settings: Settings, token: str) -> None:
+    """Confirm the email of the link; the first confirmation grants SIGNUP_TOKENS (once: the UPDATE is conditional)."""
+    with transaction(session):
+        _confirm_email(session, settings, _consume_link(session, token, VERIFY))
+
+
+def _confirm_email(session: Session, settings: Settings, user_id: str) -> None:
+    verified = session.exec(
+        update(User)
+        .where(col(User.id) == user_id, col(User.email_verified_at).is_(None), col(User.deleted_at).is_(None))
+        .values(email_verified_at=utcnow())
+    )
+    if verified.rowcount == 1 and settings.signup_tokens > 0:
+        ledger.grant(session, user_id, settings.signup_tokens, f"signup:{user_id}")
+
+
+def start_session(session: Session, settings: Settings, user_id: str, client: Client) -> tuple[str, UserSession]:
+    """A new session of the user (in the caller's transaction): (its token, its row)."""
+    token = secrets.token_urlsafe(32)
+    now = utcnow()
+    row = UserSession(
+        user_id=user_id,
+        token_hash=hash_secret(token),
+        created_at=now,
+        last_seen_at=now,
+        expires_at=now + timedelta(seconds=settings.session_absolute_seconds),
+        user_agent=(client.user_agent or "")[:200] or None,
+        address=client.address[:64],
+    )
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def sign_in(
+    session: Session, settings: Settings, email: str, password: str, client: Client, previous_token: str | None
+) -> NewSession:
+    """A new session for the right email and password; the session the browser had before (if any) ends, so an id
+    planted before sign-in is worth nothing after it."""
+    email = normalise_email(email)
+    _throttle(session, settings, "signin", email, client)
+    with transaction(session):
+        user = find_user_by_email(session, email)
+    stored = user.password_hash if user is not None and user.deleted_at is None else None
+    if user is None or not passwords.verify_password(stored, password):
+        raise Unauthorized(WRONG_CREDENTIALS)
+    if user.email_verified_at is None:
+        raise Forbidden("Confirm your email first: open the link we mailed you (sign up again for a new one)")
+    with transaction(session):
+        if previous_token is not None:
+            session.exec(delete(UserSession).where(col(UserSession.token_hash) == hash_secret(previous_token)))
+        if stored is not None and passwords.needs_rehash(stored):
+            session.exec(
+                update(User).where(col(User.id) == user.id).values(password_hash=passwords.hash_password(password))
+            )
+        token, _ = start_session(session, settings, user.id, client)
+    return NewSession(token, csrf_token_of(token), user)
+
+
+def user_of_session(session: Session, settings: Settings, token: str) -> tuple[User, UserSession] | None:
+    """The user and session of a token, if the session lives (in the caller's transaction: an expired one is
+    deleted, a live one's last request noted)."""
+    row = session.exec(
+        select(UserSession, User)
+        .join(User, col(User.id) == col(UserSession.user_id))
+        .where(col(UserSession.token_hash) == hash_secret(token), col(User.deleted_at).is_(None))
+    ).first()
+    if row is None:
+        return None
+    user_session, user = row
+    now = utcnow()
+    idle = timedelta(seconds=settings.session_idle_seconds)
+    if now >= user_session.expires_at or now - user_session.last_seen_at >= idle:
+        session.exec(delete(UserSession).where(col(UserSession.id) == user_session.id))
+        return None
+    if now - user_session.last_seen_at >= LAST_SEEN_PRECISION:
+        session.exec(update(UserSession).where(col(UserSession.id) == user_session.id).values(last_seen_at=now))
+    return user, user_session
+
+
+def end_session(session: Session, token: str) -> None:
+    with transaction(session):
+        session.exec(delete(UserSession).where(col(UserSession.token_hash) == hash_secret(token)))
+
+
+def end_all_sessions(session: Session, user_id: str) -> int:
+    with transaction(session):
+        return int(session.exec(delete(UserSession).where(col(UserSession.user_id) == user_id)).rowcount)
+
+
+def end_session_by_id(session: Session, user_id: str, session_id: str) -> None:
+    """Revoke one of the user's sessions; another user's is NotFound."""
+    with transaction(session):
+        removed = session.exec(
+            delete(UserSession).where(col(UserSession.id) == session_id, col(UserSession.user_id) == user_id)
+        )
+        if removed.rowcount == 0:
+            raise NotFound("Session not found")
+
+
+def list_sessions(session: Session, user_id: str) -> list[UserSession]:
+    return list(
+        session.exec(
+            select(UserSession)
+            .where(col(UserSession.user_id) == user_id)
+            .order_by(col(UserSession.last_seen_at).desc())
+        )
+    )
+
+
+def forgot_password(session: Session, settings: Settings, email: str, client: Client) -> Mail | None:
+    """The reset mail to send, if the email has an account (the caller answers the same either way)."""
+    email = normalise_email(email)
+    _throttle(session, settings, "reset", email, client)
+    with transaction(session):
+        user = find_user_by_email(session, email)
+        if user is None or user.deleted_at is not None:
+            return None
+        token = _new_link(session, user.id, RESET, settings.reset_link_seconds)
+    minutes = settings.reset_link_seconds // 60
+    return Mail(
+        email,
+        "Reset your album-enhance password",
+        f"Choose a new password here (the link works once, for {minutes} minutes):\n"
+        f"{settings.web_url}/account#/reset/{token}\n\n"
+        "If you did not ask for this, ignore this mail: your password stays as it is.\n",
+    )
+
+
+def reset_password(session: Session, settings: Settings, token: str, password: str, client: Client) -> None:
+    """Set a new password with a reset link: every session of the account ends, and every other reset link dies.
+    A password the rules refuse leaves the link usable."""
+    _throttle(session, settings, "reset", f"link:{hash_secret(token)}", client)
+    with transaction(session):
+        link = session.get(AccountToken, hash_secret(token))
+        user = session.get(User, link.user_id) if link is not None and link.purpose == RESET else None
+    if user is None:
+        raise InvalidRequest(INVALID_LINK)
+    password = passwords.check_rules(password, user.email)
+    password_hash = passwords.hash_password(password)
+    with transaction(session):
+        user_id = _consume_link(session, token, RESET)
+        session.exec(update(User).where(col(User.id) == user_id).values(password_hash=password_hash))
+        _confirm_email(session, settings, user_id)  # the mail arrived: the address is confirmed
+        session.exec(delete(UserSession).where(col(UserSession.user_id) == user_id))
+        session.exec(
+            update(AccountToken)
+            .where(col(AccountToken.user_id) == user_id, col(AccountToken.purpose) == RESET)
+            .where(col(AccountToken.used_at).is_(None))
+            .values(used_at=utcnow())
+        )
