@@ -1,6 +1,7 @@
 """Annotated dependencies: settings, session, storage, launcher, the current user and ownership checks."""
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
@@ -13,9 +14,11 @@ from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
 from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
-from db.models import Album, Batch, EnhancementJob, Image, User
+from db.models import Album, Batch, EnhancementJob, Image, User, UserSession
 from db.session import transaction
+from services.accounts import csrf_matches, user_of_session
 from services.launcher import BatchLauncher
+from services.mail import Mailer
 from services.uploads import DecodeSlots
 from services.users import user_of_key
 from storage.base import Storage
@@ -50,6 +53,10 @@ def get_decode_slots(request: Request) -> DecodeSlots:
     return app_state(request.app).decode_slots
 
 
+def get_mailer(request: Request) -> Mailer:
+    return app_state(request.app).mailer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # Closed as soon as the route function returns, before the response is sent: a slow reader of the response
 # does not hold a database connection.
@@ -58,24 +65,65 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
 DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
 
 
 # The contract fixes `error`; the hint tells a newcomer how to send the key.
 AUTH_HINT = "Send your API key in the header 'Authorization: Bearer <key>' (see `album-enhance users create`)"
 
+# The session cookie: HttpOnly (no script reads it), Secure, SameSite=Lax, and __Host- (this host only, path /).
+SESSION_COOKIE = "__Host-ae_session"
+# Cookie-authenticated requests that change something must send the session's CSRF token in this header: a page
+# of another site can make the browser send the cookie, but can neither read the token nor set a header.
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_COOKIE = "__Host-ae_csrf"  # readable by the page's script (not HttpOnly), sent back in CSRF_HEADER
+CSRF_REFUSED = "Missing or wrong CSRF token: send the X-CSRF-Token header with the session's token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-def get_current_user(
-    session: SessionDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> User:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the user, and the session (its row and token) when they came with the cookie, not a key."""
+
+    user: User
+    session: UserSession | None = None
+    session_token: str | None = None
+
+
+def get_caller(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Caller:
+    """An API key in the Authorization header, or else the session cookie (with the CSRF token for a change)."""
+    if request.headers.get("authorization") is not None:
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise Unauthorized("Unauthorized", hint=AUTH_HINT)
+        # A transaction of its own, ended at once: the connection goes back to the pool while the request reads
+        # its body or waits for its next step, instead of being held from authentication to the response.
+        with transaction(session):
+            user = user_of_key(session, credentials.credentials)
+        if user is None:
+            raise Unauthorized("Unauthorized", hint=AUTH_HINT)
+        return Caller(user)
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
-    # A transaction of its own, ended at once: the connection goes back to the pool while the request reads its
-    # body or waits for its next step, instead of being held from authentication to the response.
     with transaction(session):
-        user = user_of_key(session, credentials.credentials)
-    if user is None:
+        found = user_of_session(session, settings, token)
+    if found is None:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
-    return user
+    if request.method not in SAFE_METHODS and not csrf_matches(token, request.headers.get(CSRF_HEADER)):
+        raise Forbidden(CSRF_REFUSED)
+    return Caller(found[0], found[1], token)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_current_user(caller: CallerDep) -> User:
+    return caller.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

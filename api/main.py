@@ -17,13 +17,14 @@ from activities.batch import BatchActivities
 from api import health
 from api.errors import install_error_handlers
 from api.limits import AdmissionGate, BodyLimits, BodySizeLimit, HealthLimiters
-from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
+from api.routes import account, albums, auth, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
 from services.batches import engine_config, super_resolution_processes, verify_super_resolution
 from services.deployment import claim_storage_if_reachable
 from services.launcher import BatchLauncher, TemporalLauncher
+from services.mail import mailer_from
 from services.reconciler import reconcile_forever
 from services.uploads import DecodeSlots
 from storage.base import Storage
@@ -36,7 +37,7 @@ from workflows.direct import DirectLauncher
 log = logging.getLogger(__name__)
 
 api_router = APIRouter(prefix="/api")
-for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion):
+for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion, auth, account):
     api_router.include_router(module.router)
 
 
@@ -135,6 +136,7 @@ def create_app(
                 temporal_client=client,
                 health_limiters=HealthLimiters(),
                 decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
+                mailer=mailer_from(settings),
             ),
         )
         reconciler = None

@@ -9,6 +9,7 @@ from temporalio.client import Client
 from api.limits import HealthLimiters
 from core.config import Settings
 from services.launcher import BatchLauncher
+from services.mail import Mailer
 from services.uploads import DecodeSlots
 from storage.base import Storage
 
@@ -22,6 +23,7 @@ class AppState:
     temporal_client: Client | None  # None in direct mode
     health_limiters: HealthLimiters
     decode_slots: DecodeSlots
+    mailer: Mailer
 
 
 _KEY = "album_enhance"  # the one attribute of Starlette's untyped app.state this code uses

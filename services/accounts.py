@@ -50,6 +50,7 @@ class NewSession:
     token: str  # the cookie's value, never stored
     csrf_token: str
     user: User
+    session_id: str
 
 
 def csrf_token_of(session_token: str) -> str:
@@ -217,8 +218,8 @@ def sign_in(
             session.exec(
                 update(User).where(col(User.id) == user.id).values(password_hash=passwords.hash_password(password))
             )
-        token, _ = start_session(session, settings, user.id, client)
-    return NewSession(token, csrf_token_of(token), user)
+        token, row = start_session(session, settings, user.id, client)
+    return NewSession(token, csrf_token_of(token), user, row.id)
 
 
 def user_of_session(session: Session, settings: Settings, token: str) -> tuple[User, UserSession] | None:
