@@ -207,7 +207,8 @@ def sign_in(
     with transaction(session):
         user = find_user_by_email(session, email)
     stored = user.password_hash if user is not None and user.deleted_at is None else None
-    if user is None or not passwords.verify_password(stored, password):
+    matches = passwords.verify_password(stored, password)  # also for an unknown email: the same time either way
+    if user is None or not matches:
         raise Unauthorized(WRONG_CREDENTIALS)
     if user.email_verified_at is None:
         raise Forbidden("Confirm your email first: open the link we mailed you (sign up again for a new one)")

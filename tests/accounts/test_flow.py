@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import pytest
 
 from storage.local import LocalStorage
-from tests.accounts.helpers import CookieClient, Mailbox, body_of, link_token, smtp_server
+from tests.accounts.helpers import CookieClient, Mailbox, body_of, link_token
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, batch_row
 from tests.factories import jpeg_bytes
@@ -18,13 +18,7 @@ SIGNUP_TOKENS = 7
 
 
 @pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as box:
-        yield box
-
-
-@pytest.fixture
-def accounts_api(db_url: str, storage: LocalStorage, mailbox: Mailbox) -> Iterator[Harness]:
+def flow_api(db_url: str, storage: LocalStorage, mailbox: Mailbox) -> Iterator[Harness]:
     settings = make_settings(
         db_url, storage, smtp_url=mailbox.url, signup_tokens=SIGNUP_TOKENS, public_url="https://photos.example"
     )
@@ -32,8 +26,8 @@ def accounts_api(db_url: str, storage: LocalStorage, mailbox: Mailbox) -> Iterat
         yield Harness(settings, engine_for(db_url), storage, api)
 
 
-def test_sign_up_verify_sign_in_enhance_sign_out_reset_sign_in(accounts_api: Harness, mailbox: Mailbox) -> None:
-    h = accounts_api
+def test_sign_up_verify_sign_in_enhance_sign_out_reset_sign_in(flow_api: Harness, mailbox: Mailbox) -> None:
+    h = flow_api
     email = f"{h.settings.task_queue[-8:]}-{EMAIL}"  # the databases are shared across tests
     browser = CookieClient(h.api.base_url)
     try:
