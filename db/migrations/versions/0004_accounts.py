@@ -93,8 +93,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     """Give each user back its oldest key, then drop what the upgrade added (passwords and sessions are lost)."""
     op.execute(
-        "UPDATE \"user\" SET api_key_hash = (SELECT k.key_hash FROM api_key k WHERE k.user_id = \"user\".id "
-        "ORDER BY k.created_at, k.id LIMIT 1) WHERE EXISTS (SELECT 1 FROM api_key k WHERE k.user_id = \"user\".id)"
+        'UPDATE "user" SET api_key_hash = (SELECT k.key_hash FROM api_key k WHERE k.user_id = "user".id '
+        'ORDER BY k.created_at, k.id LIMIT 1) WHERE EXISTS (SELECT 1 FROM api_key k WHERE k.user_id = "user".id)'
     )
     for table in ("throttle_hit", "account_token", "user_session", "api_key"):
         op.drop_table(table)
