@@ -83,6 +83,13 @@ def _throttle(session: Session, settings: Settings, bucket: str, email: str, cli
 def _new_link(session: Session, user_id: str, purpose: str, lifetime_seconds: int) -> str:
     token = secrets.token_urlsafe(32)
     now = utcnow()
+    # The user's dead links (used or expired) go now: the table holds only links that may still be opened.
+    session.exec(
+        delete(AccountToken).where(
+            col(AccountToken.user_id) == user_id,
+            col(AccountToken.used_at).is_not(None) | (col(AccountToken.expires_at) <= now),
+        )
+    )
     session.add(
         AccountToken(
             token_hash=hash_secret(token),
@@ -180,9 +187,17 @@ def _confirm_email(session: Session, settings: Settings, user_id: str) -> None:
 
 
 def start_session(session: Session, settings: Settings, user_id: str, client: Client) -> tuple[str, UserSession]:
-    """A new session of the user (in the caller's transaction): (its token, its row)."""
+    """A new session of the user (in the caller's transaction): (its token, its row). The user's sessions that
+    have run out go now, so a browser that never came back leaves no row behind for long."""
     token = secrets.token_urlsafe(32)
     now = utcnow()
+    idle_since = now - timedelta(seconds=settings.session_idle_seconds)
+    session.exec(
+        delete(UserSession).where(
+            col(UserSession.user_id) == user_id,
+            (col(UserSession.expires_at) <= now) | (col(UserSession.last_seen_at) <= idle_since),
+        )
+    )
     row = UserSession(
         user_id=user_id,
         token_hash=hash_secret(token),

@@ -32,3 +32,15 @@ def test_api_docs_load_swagger_ui_from_this_service(direct_harness: Harness) -> 
         assert response.status_code == 200 and len(response.content) > 0, url
     assert "cdn" not in docs.text.lower()
     assert h.http.get("/openapi.json").status_code == 200
+
+
+def test_the_account_page_loads_only_from_this_origin(direct_harness: Harness) -> None:
+    h = direct_harness
+    page = h.http.get("/account")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert not re.search(r"(src|href)=\"(https?:)?//", page.text), "an asset from another origin"
+    assets = re.findall(r"(?:src|href)=\"(/static/[^\"]+)\"", page.text)
+    assert {"/static/auth.js", "/static/account.js", "/static/account.css", "/static/app.css"} <= set(assets)
+    for asset in assets:
+        assert h.http.get(asset).status_code == 200, asset
