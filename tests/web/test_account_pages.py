@@ -101,7 +101,7 @@ def test_a_person_signs_up_verifies_enhances_signs_out_and_resets(
         # The account page: this browser's session, a new key shown once.
         by_id(driver, "account-link").click()
         wait_for(driver, lambda d: page_shown(d, "account") and text_of(d, "acct-email") == email)
-        wait_for(driver, lambda d: "(this browser)" in text_of(d, "session-list"))
+        wait_for(driver, lambda d: "Chrome on Linux (this browser)" in text_of(d, "session-list"))
         fill(driver, {"key-name": "photo backup"})
         wait_for(driver, lambda d: text_of(d, "new-key-value").startswith("ae_"))
         key = text_of(driver, "new-key-value")

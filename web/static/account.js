@@ -42,6 +42,16 @@ function go(hash, message = "") {
   location.hash = hash;
 }
 
+// "Chrome on Linux" rather than the whole User-Agent string (which the title of the row still shows).
+function browserName(agent) {
+  if (!agent) return "Unknown browser";
+  const browser = [["Edg/", "Edge"], ["Firefox/", "Firefox"], ["Chrome/", "Chrome"], ["Safari/", "Safari"]]
+    .find(([mark]) => agent.includes(mark))?.[1];
+  const system = [["Android", "Android"], ["iPhone", "iPhone"], ["iPad", "iPad"], ["Windows", "Windows"],
+    ["Mac OS", "macOS"], ["Linux", "Linux"]].find(([mark]) => agent.includes(mark))?.[1];
+  return browser ? `${browser}${system ? ` on ${system}` : ""}` : agent.slice(0, 60);
+}
+
 const when = (iso) => (iso ? new Date(iso).toLocaleString() : "never");
 
 function row(what, detail, button) {
@@ -89,7 +99,7 @@ async function listSessions() {
   el("session-list").replaceChildren(
     ...sessions.map((s) =>
       row(
-        `${s.userAgent || "Unknown browser"}${s.current ? " (this browser)" : ""}`,
+        `${browserName(s.userAgent)}${s.current ? " (this browser)" : ""}`,
         `from ${s.address || "?"} · signed in ${when(s.createdAt)} · last seen ${when(s.lastSeenAt)}`,
         action(s.current ? "Sign out" : "Revoke", async () => {
           await call(`/api/account/sessions/${encodeURIComponent(s.id)}`, { method: "DELETE" });
