@@ -173,6 +173,9 @@ def load_schema(h: Harness, owned: Owned, tally: Tally) -> Any:
         # A real photo now and then, so uploads also reach their success path.
         if context.operation is not None and context.operation.path.endswith("/images"):
             return st.sampled_from([{"files": [jpeg_bytes(40, 30)]}, body])
+        # A well-formed sign-up now and then (random text is rarely an email with an acceptable password).
+        if context.operation is not None and context.operation.path.endswith("/auth/signup"):
+            return st.sampled_from([{"email": "fuzz@example.com", "password": "a fine long passphrase"}, body])
         return st.just(body)
 
     @schema.hook
