@@ -19,7 +19,7 @@ from services.mail import send_quietly
 
 router = APIRouter(prefix="/auth", tags=["sign in"])
 
-CHECK_MAIL = "Check your mail: we sent a link to that address (if it cannot sign up, the mail says why)"
+CHECK_MAIL = "Check your mail: we sent a link to confirm the address (if it has an account already, the mail says so)"
 RESET_SENT = "If that address has an account, a link to choose a new password is on its way"
 
 
