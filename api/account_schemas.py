@@ -44,6 +44,12 @@ class DeleteAccountIn(ApiModel):
     email: str | None = Field(default=None, max_length=320, pattern=NO_NUL)
 
 
+class PasswordChangeIn(ApiModel):
+    model_config = _IN
+    current_password: str = Password
+    new_password: str = Password
+
+
 class KeyIn(ApiModel):
     model_config = _IN
     name: str = Field(min_length=1, max_length=100, pattern=NO_NUL)

@@ -330,3 +330,19 @@ def reset_password(session: Session, settings: Settings, token: str, password: s
             .where(col(AccountToken.used_at).is_(None))
             .values(used_at=utcnow())
         )
+
+
+def change_password(
+    session: Session, settings: Settings, user: User, current: str, new: str, keep_session_id: str | None
+) -> None:
+    """Replace the password, given the current one (an account without one sets it by "forgot password"); every
+    other session of the account ends, the caller's own stays."""
+    if not passwords.verify_password(user.password_hash, current):
+        raise InvalidRequest("Your current password is not that")
+    password_hash = passwords.hash_password(passwords.check_rules(new, user.email))
+    with transaction(session):
+        session.exec(update(User).where(col(User.id) == user.id).values(password_hash=password_hash))
+        others = delete(UserSession).where(col(UserSession.user_id) == user.id)
+        if keep_session_id is not None:
+            others = others.where(col(UserSession.id) != keep_session_id)
+        session.exec(others)

@@ -14,6 +14,7 @@ from api.account_schemas import (
     KeyOut,
     KeysOut,
     NewKeyOut,
+    PasswordChangeIn,
     SessionOut,
     SessionsOut,
 )
@@ -37,6 +38,14 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 def read_account(caller: CallerDep) -> AccountOut:
     """The caller's email, balance, whether the email is confirmed and whether the account has a password."""
     return account_out(caller.user, caller.session.id if caller.session is not None else None)
+
+
+@router.post("/password", status_code=status.HTTP_204_NO_CONTENT, responses=_errors(400, 401, 403))
+def change_password(body: PasswordChangeIn, caller: CallerDep, session: SessionDep, settings: SettingsDep) -> Response:
+    """Change the password with the current one: every other signed-in browser is signed out, this one stays."""
+    keep = caller.session.id if caller.session is not None else None
+    accounts.change_password(session, settings, caller.user, body.current_password, body.new_password, keep)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/sessions", response_model=SessionsOut, responses=_errors(401))

@@ -241,3 +241,24 @@ def test_no_user_enumeration(accounts_api: Harness, mailbox: Mailbox) -> None:
     known_time = _median_seconds(lambda: h.http.post("/api/auth/forgot", json={"email": known.email}), 3)
     unknown_time = _median_seconds(lambda: h.http.post("/api/auth/forgot", json={"email": unknown}), 3)
     assert abs(known_time - unknown_time) < 0.25, (known_time, unknown_time)  # the mail goes after the answer
+
+
+def test_changing_the_password_signs_out_the_other_browsers(accounts_api: Harness) -> None:
+    h = accounts_api
+    person = make_person(h.engine)
+    here, elsewhere = signed_in(h, person, "here"), signed_in(h, person, "elsewhere")
+    wrong = here.post("/api/account/password", json={"currentPassword": "not it at all", "newPassword": "x" * 12})
+    assert wrong.status_code == 400 and elsewhere.get("/api/me").status_code == 200
+    weak = here.post("/api/account/password", json={"currentPassword": PASSWORD, "newPassword": "qwertyuiop"})
+    assert weak.status_code == 400
+    changed = here.post(
+        "/api/account/password", json={"currentPassword": PASSWORD, "newPassword": "paper boats at dawn"}
+    )
+    assert changed.status_code == 204
+    assert here.get("/api/me").status_code == 200 and elsewhere.get("/api/me").status_code == 401
+    fresh = CookieClient(h.api.base_url)
+    assert fresh.post("/api/auth/signin", json={"email": person.email, "password": PASSWORD}).status_code == 401
+    assert (
+        fresh.post("/api/auth/signin", json={"email": person.email, "password": "paper boats at dawn"}).status_code
+        == 200
+    )

@@ -92,6 +92,7 @@ ROUTES = [
     Route("DELETE", "/api/account/sessions/{sessionId}", foreign=(404, "Session not found")),
     Route("POST", "/api/auth/signout", self_only=True),
     Route("POST", "/api/account/sessions/revoke-all", self_only=True),
+    Route("POST", "/api/account/password", json={"currentPassword": "x", "newPassword": "y"}, self_only=True),
     Route("POST", "/api/account/delete", json={"password": "not the password"}, self_only=True),
     Route("POST", "/api/auth/signup", public=True),
     Route("POST", "/api/auth/verify", public=True),

@@ -49,6 +49,7 @@ SUCCESS_NEEDS_A_SECRET = {
     "POST /api/auth/signin",
     "POST /api/auth/signout",
     "POST /api/account/delete",
+    "POST /api/account/password",
 }
 
 

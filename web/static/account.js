@@ -90,6 +90,8 @@ async function showAccount() {
   el("delete-password").placeholder = account.hasPassword ? "Your password" : "Your email address";
   el("delete-password").type = account.hasPassword ? "password" : "email";
   el("delete-form").dataset.confirm = account.hasPassword ? "password" : "email";
+  el("password-form").hidden = !account.hasPassword;
+  el("no-password").hidden = account.hasPassword;
   showPage("account");
   await Promise.all([listSessions(), listKeys()]);
 }
@@ -163,6 +165,13 @@ form("acct-reset-form", "reset-problem", async (data) => {
   const { message } = await call("/api/auth/reset", { json: { token, password: data.get("password") } });
   el("acct-reset-form").reset();
   go("#/signin", message);
+});
+
+form("password-form", "password-problem", async (data) => {
+  await call("/api/account/password", { json: { currentPassword: data.get("current"), newPassword: data.get("new") } });
+  el("password-form").reset();
+  notice("Password changed. Every other browser is signed out.");
+  await listSessions();
 });
 
 form("key-form", null, async (data) => {
