@@ -107,6 +107,7 @@ def test_a_person_signs_up_verifies_enhances_signs_out_and_resets(
         key = text_of(driver, "new-key-value")
         assert "photo backup" in text_of(driver, "key-list")
         assert h.http.get("/api/me", headers={"Authorization": f"Bearer {key}"}).json()["email"] == email
+        driver.execute_script("document.getElementById('sessions-title').scrollIntoView()")
         screenshot(driver, "account-page.png")
         driver.set_window_size(390, 900)
         screenshot(driver, "account-page-phone.png")
