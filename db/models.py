@@ -235,6 +235,7 @@ class AccountToken(SQLModel, table=True):
     created_at: datetime = timestamp_field()
     expires_at: datetime = timestamp_field()
     used_at: datetime | None = timestamp_field(nullable=True)
+    password_hash: str | None = Field(default=None, max_length=255)  # a sign-up's password, set when it is opened
 
 
 class ThrottleHit(SQLModel, table=True):

@@ -80,7 +80,9 @@ def _throttle(session: Session, settings: Settings, bucket: str, email: str, cli
         rate_limit.throttle(session, f"email:{hash_secret(email)}", bucket, settings.auth_throttle_per_account, window)
 
 
-def _new_link(session: Session, user_id: str, purpose: str, lifetime_seconds: int) -> str:
+def _new_link(
+    session: Session, user_id: str, purpose: str, lifetime_seconds: int, password_hash: str | None = None
+) -> str:
     token = secrets.token_urlsafe(32)
     now = utcnow()
     # The user's dead links (used or expired) go now: the table holds only links that may still be opened.
@@ -97,6 +99,7 @@ def _new_link(session: Session, user_id: str, purpose: str, lifetime_seconds: in
             purpose=purpose,
             created_at=now,
             expires_at=now + timedelta(seconds=lifetime_seconds),
+            password_hash=password_hash,
         )
     )
     session.flush()
@@ -146,15 +149,19 @@ def sign_up(session: Session, settings: Settings, email: str, password: str, cli
                 existing = User(email=email, password_hash=password_hash)
                 session.add(existing)
                 session.flush()
-            # Unverified (new, or signed up before without confirming): a fresh link; the first password stays.
-            return _verify_mail(settings, email, _new_link(session, existing.id, VERIFY, settings.verify_link_seconds))
+            # Unverified (new, or signed up before without confirming): a fresh link that carries this sign-up's
+            # password, which the account takes when the link is opened. So someone who signs up first with
+            # another person's email (hoping they confirm it later) does not choose the password they will have.
+            link = _new_link(session, existing.id, VERIFY, settings.verify_link_seconds, password_hash)
+            return _verify_mail(settings, email, link)
     except IntegrityError:  # the same email signed up at the same moment: that request sends the link
         return _already_mail(settings, email)
 
 
-def _consume_link(session: Session, token: str, purpose: str) -> str:
-    """Mark a mailed link used, once and before it expires (one conditional UPDATE); the user's id."""
-    user_id = session.exec(
+def _consume_link(session: Session, token: str, purpose: str) -> tuple[str, str | None]:
+    """Mark a mailed link used, once and before it expires (one conditional UPDATE): (the user's id, the password
+    hash the link carries, if any)."""
+    used = session.exec(
         update(AccountToken)
         .where(
             col(AccountToken.token_hash) == hash_secret(token),
@@ -163,24 +170,26 @@ def _consume_link(session: Session, token: str, purpose: str) -> str:
             col(AccountToken.expires_at) > utcnow(),
         )
         .values(used_at=utcnow())
-        .returning(col(AccountToken.user_id))
-    ).scalar_one_or_none()
-    if user_id is None:
+        .returning(col(AccountToken.user_id), col(AccountToken.password_hash))
+    ).one_or_none()
+    if used is None:
         raise InvalidRequest(INVALID_LINK)
-    return str(user_id)
+    return str(used[0]), used[1]
 
 
 def verify_email(session: Session, settings: Settings, token: str) -> None:
     """Confirm the email of the link; the first confirmation grants SIGNUP_TOKENS (once: the UPDATE is conditional)."""
     with transaction(session):
-        _confirm_email(session, settings, _consume_link(session, token, VERIFY))
+        _confirm_email(session, settings, *_consume_link(session, token, VERIFY))
 
 
-def _confirm_email(session: Session, settings: Settings, user_id: str) -> None:
+def _confirm_email(session: Session, settings: Settings, user_id: str, password_hash: str | None) -> None:
+    """Mark the email confirmed (and, from a sign-up's link, set that sign-up's password); only the first time."""
+    values = {"email_verified_at": utcnow()} | ({"password_hash": password_hash} if password_hash else {})
     verified = session.exec(
         update(User)
         .where(col(User.id) == user_id, col(User.email_verified_at).is_(None), col(User.deleted_at).is_(None))
-        .values(email_verified_at=utcnow())
+        .values(**values)
     )
     if verified.rowcount == 1 and settings.signup_tokens > 0:
         ledger.grant(session, user_id, settings.signup_tokens, f"signup:{user_id}")
@@ -320,9 +329,9 @@ def reset_password(session: Session, settings: Settings, token: str, password: s
     password = passwords.check_rules(password, user.email)
     password_hash = passwords.hash_password(password)
     with transaction(session):
-        user_id = _consume_link(session, token, RESET)
+        user_id, _ = _consume_link(session, token, RESET)
         session.exec(update(User).where(col(User.id) == user_id).values(password_hash=password_hash))
-        _confirm_email(session, settings, user_id)  # the mail arrived: the address is confirmed
+        _confirm_email(session, settings, user_id, None)  # the mail arrived: the address is confirmed
         session.exec(delete(UserSession).where(col(UserSession.user_id) == user_id))
         session.exec(
             update(AccountToken)

@@ -17,7 +17,7 @@ from services import rate_limit
 from services.accounts import WRONG_CREDENTIALS
 from storage.local import LocalStorage
 from tests.accounts.conftest import PASSWORD, make_person, signed_in
-from tests.accounts.helpers import CookieClient, Mailbox, another_address
+from tests.accounts.helpers import CookieClient, Mailbox, another_address, link_token
 from tests.conftest import Harness, LiveServer, engine_for, make_settings
 
 
@@ -260,5 +260,40 @@ def test_changing_the_password_signs_out_the_other_browsers(accounts_api: Harnes
     assert fresh.post("/api/auth/signin", json={"email": person.email, "password": PASSWORD}).status_code == 401
     assert (
         fresh.post("/api/auth/signin", json={"email": person.email, "password": "paper boats at dawn"}).status_code
+        == 200
+    )
+
+
+def test_signing_up_first_with_someone_elses_email_does_not_choose_their_password(
+    accounts_api: Harness, mailbox: Mailbox
+) -> None:
+    """Account pre-hijacking: an attacker signs up with the victim's email and waits for the victim to confirm it.
+    The victim's own link sets the victim's own password; the attacker's never gets in."""
+    h = accounts_api
+    victim = f"victim-{new_id()[:8]}@example.com"
+    attacker = CookieClient(h.api.base_url)
+    assert (
+        attacker.post("/api/auth/signup", json={"email": victim, "password": "the attacker's passphrase"}).status_code
+        == 202
+    )
+    person = CookieClient(h.api.base_url)
+    assert (
+        person.post("/api/auth/signup", json={"email": victim, "password": "the victim's own phrase"}).status_code
+        == 202
+    )
+    mailbox.wait_for(victim, 2)
+    assert (
+        person.post("/api/auth/verify", json={"token": link_token(mailbox.to(victim)[1], "verify")}).status_code == 200
+    )
+    # The attacker's link, opened later (by mistake), confirms nothing new and sets no password.
+    assert (
+        person.post("/api/auth/verify", json={"token": link_token(mailbox.to(victim)[0], "verify")}).status_code == 200
+    )
+    assert (
+        attacker.post("/api/auth/signin", json={"email": victim, "password": "the attacker's passphrase"}).status_code
+        == 401
+    )
+    assert (
+        person.post("/api/auth/signin", json={"email": victim, "password": "the victim's own phrase"}).status_code
         == 200
     )

@@ -67,6 +67,7 @@ def upgrade() -> None:
         _timestamp("created_at"),
         _timestamp("expires_at"),
         _timestamp("used_at", nullable=True),
+        sa.Column("password_hash", sa.String(length=255), nullable=True),
         sa.ForeignKeyConstraint(["user_id"], ["user.id"]),
         sa.PrimaryKeyConstraint("token_hash"),
     )
