@@ -1,6 +1,7 @@
 """Annotated dependencies: settings, session, storage, launcher, the current user and ownership checks."""
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -8,6 +9,7 @@ from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
@@ -15,15 +17,16 @@ from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
 from db.models import Album, Batch, EnhancementJob, Image, User, UserSession
-from db.session import transaction
-from services.accounts import csrf_matches, user_of_session
+from db.session import transaction, without_waiting
+from services.accounts import csrf_matches, note_session_use, session_use_due, user_of_session
 from services.launcher import BatchLauncher
 from services.mail import Mailer
 from services.uploads import DecodeSlots
-from services.users import user_of_key
+from services.users import key_of, key_use_due, note_key_use
 from storage.base import Storage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 bearer = HTTPBearer(auto_error=False, description="The API key printed by `album-enhance users create`")
 
@@ -90,6 +93,16 @@ class Caller:
     session_token: str | None = None
 
 
+def _note_use(session: Session, note: Callable[[Session, str], None], row_id: str) -> None:
+    """Write down a key's or session's use (at most once a minute each), or skip it when it would wait: a request
+    is never held up by this bookkeeping (the next one writes it)."""
+    try:
+        with transaction(session), without_waiting(session):
+            note(session, row_id)
+    except OperationalError:
+        log.info("last use of %s not written now: the database is busy", row_id)
+
+
 def get_caller(
     request: Request,
     session: SessionDep,
@@ -103,20 +116,26 @@ def get_caller(
         # A transaction of its own, ended at once: the connection goes back to the pool while the request reads
         # its body or waits for its next step, instead of being held from authentication to the response.
         with transaction(session):
-            user = user_of_key(session, credentials.credentials)
-        if user is None:
+            keyed = key_of(session, credentials.credentials)
+        if keyed is None:
             raise Unauthorized("Unauthorized", hint=AUTH_HINT)
+        user, key = keyed
+        if key_use_due(key):
+            _note_use(session, note_key_use, key.id)
         return Caller(user)
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
     with transaction(session):
-        found = user_of_session(session, settings, token)
-    if found is None:
+        signed_in = user_of_session(session, settings, token)
+    if signed_in is None:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
     if request.method not in SAFE_METHODS and not csrf_matches(token, request.headers.get(CSRF_HEADER)):
         raise Forbidden(CSRF_REFUSED)
-    return Caller(found[0], found[1], token)
+    signed_in_user, user_session = signed_in
+    if session_use_due(user_session):
+        _note_use(session, note_session_use, user_session.id)
+    return Caller(signed_in_user, user_session, token)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -248,24 +248,36 @@ def sign_in(
 
 
 def user_of_session(session: Session, settings: Settings, token: str) -> tuple[User, UserSession] | None:
-    """The user and session of a token, if the session lives (in the caller's transaction: an expired one is
-    deleted, a live one's last request noted)."""
+    """The user and session of a token, if the session lives (one that has run out is deleted, in the caller's
+    transaction: a rare write, on a refusal)."""
     row = session.exec(
-        select(UserSession, User)
-        .join(User, col(User.id) == col(UserSession.user_id))
+        select(User, UserSession)
+        .join(UserSession, col(UserSession.user_id) == col(User.id))
         .where(col(UserSession.token_hash) == hash_secret(token), col(User.deleted_at).is_(None))
     ).first()
     if row is None:
         return None
-    user_session, user = row
+    user, user_session = row
     now = utcnow()
     idle = timedelta(seconds=settings.session_idle_seconds)
     if now >= user_session.expires_at or now - user_session.last_seen_at >= idle:
         session.exec(delete(UserSession).where(col(UserSession.id) == user_session.id))
         return None
-    if now - user_session.last_seen_at >= LAST_SEEN_PRECISION:
-        session.exec(update(UserSession).where(col(UserSession.id) == user_session.id).values(last_seen_at=now))
     return user, user_session
+
+
+def session_use_due(user_session: UserSession) -> bool:
+    return utcnow() - user_session.last_seen_at >= LAST_SEEN_PRECISION
+
+
+def note_session_use(session: Session, session_id: str) -> None:
+    """Move a session's last request forward, what the idle timeout counts from (in the caller's transaction)."""
+    now = utcnow()
+    session.exec(
+        update(UserSession)
+        .where(col(UserSession.id) == session_id, col(UserSession.last_seen_at) <= now - LAST_SEEN_PRECISION)
+        .values(last_seen_at=now)
+    )
 
 
 def end_session(session: Session, token: str) -> None:

@@ -28,20 +28,39 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def user_of_key(session: Session, api_key: str) -> User | None:
-    """The user an API key belongs to, if any (noting the key's use)."""
+def key_of(session: Session, api_key: str) -> tuple[User, ApiKey] | None:
+    """The live user an API key belongs to, and the key's row, if any (reads only)."""
     row = session.exec(
-        select(ApiKey, User)
-        .join(User, col(User.id) == col(ApiKey.user_id))
+        select(User, ApiKey)
+        .join(ApiKey, col(ApiKey.user_id) == col(User.id))
         .where(col(ApiKey.key_hash) == hash_secret(api_key), col(User.deleted_at).is_(None))
     ).first()
-    if row is None:
-        return None
-    key, user = row
+    return (row[0], row[1]) if row is not None else None
+
+
+def user_of_key(session: Session, api_key: str) -> User | None:
+    """The user an API key belongs to, if any."""
+    found = key_of(session, api_key)
+    return found[0] if found is not None else None
+
+
+def key_use_due(key: ApiKey) -> bool:
+    """Whether the key's last use is older than what is worth writing down."""
+    return key.last_used_at is None or utcnow() - key.last_used_at >= LAST_USED_PRECISION
+
+
+def note_key_use(session: Session, key_id: str) -> None:
+    """Write down that a key was used (in the caller's transaction); conditional, so simultaneous requests of one
+    key write it once."""
     now = utcnow()
-    if key.last_used_at is None or now - key.last_used_at >= LAST_USED_PRECISION:
-        session.exec(update(ApiKey).where(col(ApiKey.id) == key.id).values(last_used_at=now))
-    return user
+    session.exec(
+        update(ApiKey)
+        .where(
+            col(ApiKey.id) == key_id,
+            col(ApiKey.last_used_at).is_(None) | (col(ApiKey.last_used_at) <= now - LAST_USED_PRECISION),
+        )
+        .values(last_used_at=now)
+    )
 
 
 def find_user_by_email(session: Session, email: str) -> User | None:
