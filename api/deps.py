@@ -1,12 +1,15 @@
 """Annotated dependencies: settings, session, storage, launcher, the current user and ownership checks."""
 
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import ValidationError
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session
 
 from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
@@ -14,14 +17,17 @@ from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, TooManyFailedAuthentications, Unauthorized
 from core.vocabulary import OutputFormat
-from db.models import Album, Batch, EnhancementJob, Image, User
-from db.session import transaction
+from db.models import Album, Batch, EnhancementJob, Image, User, UserSession
+from db.session import transaction, without_waiting
+from services.accounts import csrf_matches, note_session_use, session_use_due, user_of_session
 from services.launcher import BatchLauncher
+from services.mail import Mailer
 from services.uploads import DecodeSlots
-from services.users import user_of_key
+from services.users import key_of, key_use_due, note_key_use
 from storage.base import Storage
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 bearer = HTTPBearer(auto_error=False, description="The API key printed by `album-enhance users create`")
 
@@ -51,6 +57,10 @@ def get_decode_slots(request: Request) -> DecodeSlots:
     return app_state(request.app).decode_slots
 
 
+def get_mailer(request: Request) -> Mailer:
+    return app_state(request.app).mailer
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 # Closed as soon as the route function returns, before the response is sent: a slow reader of the response
 # does not hold a database connection.
@@ -59,34 +69,89 @@ EngineDep = Annotated[Engine, Depends(get_engine)]
 StorageDep = Annotated[Storage, Depends(get_storage)]
 LauncherDep = Annotated[BatchLauncher, Depends(get_launcher)]
 DecodeSlotsDep = Annotated[DecodeSlots, Depends(get_decode_slots)]
+MailerDep = Annotated[Mailer, Depends(get_mailer)]
 
 
 # The contract fixes `error`; the hint tells a newcomer how to send the key.
 AUTH_HINT = "Send your API key in the header 'Authorization: Bearer <key>' (see `album-enhance users create`)"
 
+# The session cookie: HttpOnly (no script reads it), Secure, SameSite=Lax, and __Host- (this host only, path /).
+SESSION_COOKIE = "__Host-ae_session"
+# Cookie-authenticated requests that change something must send the session's CSRF token in this header: a page
+# of another site can make the browser send the cookie, but can neither read the token nor set a header.
+CSRF_HEADER = "X-CSRF-Token"
+CSRF_COOKIE = "__Host-ae_csrf"  # readable by the page's script (not HttpOnly), sent back in CSRF_HEADER
+CSRF_REFUSED = "Missing or wrong CSRF token: send the X-CSRF-Token header with the session's token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-def get_current_user(
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the user, and the session (its row and token) when they came with the cookie, not a key."""
+
+    user: User
+    session: UserSession | None = None
+    session_token: str | None = None
+
+
+def _note_use(session: Session, note: Callable[[Session, str], None], row_id: str) -> None:
+    """Write down a key's or session's use (at most once a minute each), or skip it when it would wait: a request
+    is never held up by this bookkeeping (the next one writes it)."""
+    try:
+        with transaction(session), without_waiting(session):
+            note(session, row_id)
+    except OperationalError:
+        log.info("last use of %s not written now: the database is busy", row_id)
+
+
+def get_caller(
     request: Request,
     session: SessionDep,
+    settings: SettingsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> User:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+) -> Caller:
+    """An API key in the Authorization header, or else the session cookie (with the CSRF token for a change)."""
+    if request.headers.get("authorization") is not None:
+        if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
+            raise Unauthorized("Unauthorized", hint=AUTH_HINT)
+        throttle = app_state(request.app).auth_throttle
+        address = request.client.host if request.client is not None else "unknown"
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            raise TooManyFailedAuthentications(
+                f"Too many wrong API keys from this address; retry in {wait} s", retry_after=wait
+            )
+        # A transaction of its own, ended at once: the connection goes back to the pool while the request reads
+        # its body or waits for its next step, instead of being held from authentication to the response.
+        with transaction(session):
+            keyed = key_of(session, credentials.credentials)
+        if keyed is None:
+            throttle.failed(address)
+            raise Unauthorized("Unauthorized", hint=AUTH_HINT)
+        user, key = keyed
+        if key_use_due(key):
+            _note_use(session, note_key_use, key.id)
+        return Caller(user)
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
-    throttle = app_state(request.app).auth_throttle
-    address = request.client.host if request.client is not None else "unknown"
-    wait = throttle.retry_after(address)
-    if wait is not None:
-        raise TooManyFailedAuthentications(
-            f"Too many wrong API keys from this address; retry in {wait} s", retry_after=wait
-        )
-    # A transaction of its own, ended at once: the connection goes back to the pool while the request reads its
-    # body or waits for its next step, instead of being held from authentication to the response.
     with transaction(session):
-        user = user_of_key(session, credentials.credentials)
-    if user is None:
-        throttle.failed(address)
+        signed_in = user_of_session(session, settings, token)
+    if signed_in is None:
         raise Unauthorized("Unauthorized", hint=AUTH_HINT)
-    return user
+    if request.method not in SAFE_METHODS and not csrf_matches(token, request.headers.get(CSRF_HEADER)):
+        raise Forbidden(CSRF_REFUSED)
+    signed_in_user, user_session = signed_in
+    if session_use_due(user_session):
+        _note_use(session, note_session_use, user_session.id)
+    return Caller(signed_in_user, user_session, token)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_current_user(caller: CallerDep) -> User:
+    return caller.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

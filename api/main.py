@@ -33,13 +33,14 @@ from api.limits import (
     HealthLimiters,
     LongLivedBudgets,
 )
-from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
+from api.routes import account, albums, auth, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
 from services.batches import engine_config, super_resolution_processes, verify_super_resolution
 from services.deployment import claim_storage_if_reachable
 from services.launcher import BatchLauncher, TemporalLauncher
+from services.mail import mailer_from
 from services.reconciler import reconcile_forever
 from services.uploads import DecodeSlots
 from storage.base import Storage
@@ -52,7 +53,7 @@ from workflows.direct import DirectLauncher
 log = logging.getLogger(__name__)
 
 api_router = APIRouter(prefix="/api")
-for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion):
+for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion, auth, account):
     api_router.include_router(module.router)
 
 
@@ -172,6 +173,7 @@ def create_app(
                 auth_throttle=FailedAuthThrottle(
                     settings.auth_failures_per_address, settings.auth_failure_window_seconds
                 ),
+                mailer=mailer_from(settings),
             ),
         )
         reconciler = None

@@ -10,6 +10,7 @@ from temporalio.client import Client
 from api.limits import FailedAuthThrottle, HealthLimiters, LongLivedBudgets
 from core.config import Settings
 from services.launcher import BatchLauncher
+from services.mail import Mailer
 from services.uploads import DecodeSlots
 from storage.base import Storage
 
@@ -26,6 +27,7 @@ class AppState:
     budgets: LongLivedBudgets  # the open long-lived requests (streams, downloads, bodies) against their caps
     auth_throttle: FailedAuthThrottle
     event_reads: anyio.CapacityLimiter  # the threads event streams may use at once for their database reads
+    mailer: Mailer
 
 
 _KEY = "album_enhance"  # the one attribute of Starlette's untyped app.state this code uses

@@ -224,6 +224,33 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
 
+    # Accounts for people (services/accounts.py). PUBLIC_URL is where people reach the web app: the links in mails
+    # point there (unset: http://API_HOST:API_PORT), never to the Host a request claims. SMTP_URL sends mail
+    # (smtp://user:password@host:587 with STARTTLS, smtps://...:465 for TLS from the start); unset, every mail is
+    # written to the log instead (`make dev`). New accounts get SIGNUP_TOKENS once their email is verified.
+    public_url: str | None = None
+    smtp_url: str | None = None
+    mail_from: str = "album-enhance <no-reply@localhost>"
+    smtp_timeout_seconds: float = Field(default=10.0, gt=0)
+    signup_tokens: int = Field(default=10, ge=0)
+    # SIGNUP_OPEN=false: only operators create users (`album-enhance users create`).
+    signup_open: bool = True
+    # A session ends after this long without a request, and after SESSION_ABSOLUTE_SECONDS whatever happens.
+    session_idle_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    session_absolute_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+    verify_link_seconds: int = Field(default=48 * 3600, ge=60)
+    reset_link_seconds: int = Field(default=3600, ge=60)
+    # Sign-in and password-reset requests per AUTH_THROTTLE_WINDOW_SECONDS (a sliding window in the database, so
+    # every replica shares it): per account (email) and per client address.
+    auth_throttle_window_seconds: int = Field(default=15 * 60, ge=1)
+    auth_throttle_per_account: int = Field(default=10, ge=1)
+    auth_throttle_per_address: int = Field(default=50, ge=1)
+
+    @property
+    def web_url(self) -> str:
+        """The web app's public base URL, without a trailing slash."""
+        return (self.public_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
 
 @lru_cache
 def get_settings() -> Settings:

@@ -51,9 +51,15 @@ RESULT_MEDIA_TYPES: dict[str, str] = {
 }
 
 
+def result_extension(key: str) -> str:
+    """The extension of a stored result's format, from its key (results stored before formats are JPEG)."""
+    extension = key.rsplit(".", 1)[-1]
+    return extension if extension in RESULT_MEDIA_TYPES else "jpg"
+
+
 def result_media_type(key: str) -> str:
-    """The media type of a stored result, from its key's extension (results stored before formats are JPEG)."""
-    return RESULT_MEDIA_TYPES.get(key.rsplit(".", 1)[-1], "image/jpeg")
+    """The media type of a stored result, from its key's extension."""
+    return RESULT_MEDIA_TYPES[result_extension(key)]
 
 
 class JobStatus(StrEnum):

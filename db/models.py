@@ -52,6 +52,11 @@ def timestamp_field(nullable: bool = False) -> Any:
     return Field(default_factory=utcnow, sa_type=UTCDateTime, nullable=False)
 
 
+def retired_key_placeholder() -> str:
+    """A unique value for the retired `user.api_key_hash` column that no API key hashes to (not 64 hex digits)."""
+    return f"retired:{new_id()}"
+
+
 class LedgerType(StrEnum):
     GRANT = "GRANT"
     CONSUME = "CONSUME"
@@ -61,9 +66,15 @@ class LedgerType(StrEnum):
 class User(SQLModel, table=True):
     id: str = Field(default_factory=new_id, primary_key=True)
     email: str = Field(unique=True, index=True, max_length=320)
-    api_key_hash: str = Field(unique=True, index=True, max_length=64)
+    # Retired at revision 0004: keys live in ApiKey now (any number per user, named, revocable). The column stays
+    # (SQLite cannot drop it while other tables refer to this one) and holds a unique placeholder that is no key.
+    api_key_hash: str = Field(default_factory=retired_key_placeholder, unique=True, index=True, max_length=64)
     token_balance: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     created_at: datetime = timestamp_field()
+    password_hash: str | None = Field(default=None, max_length=255)  # argon2id; None: signs in with keys only
+    email_verified_at: datetime | None = timestamp_field(nullable=True)
+    # Set when the person deleted their account: the row stays, anonymised, under the ledger and batches.
+    deleted_at: datetime | None = timestamp_field(nullable=True)
 
     __table_args__ = (sa.CheckConstraint("token_balance >= 0", name="ck_user_balance_non_negative"),)
 
@@ -193,3 +204,59 @@ class Deployment(SQLModel, table=True):
     id: int = Field(default=1, primary_key=True)
     storage_marker: str = Field(max_length=32)
     created_at: datetime = timestamp_field()
+
+
+class ApiKey(SQLModel, table=True):
+    """A named API key of a user; only its SHA-256 is stored, so the key itself is shown once, when it is made."""
+
+    __tablename__ = "api_key"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    name: str = Field(max_length=100)
+    key_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = timestamp_field()
+    last_used_at: datetime | None = timestamp_field(nullable=True)
+
+
+class UserSession(SQLModel, table=True):
+    """A signed-in browser: the cookie carries a secret token, the row only its SHA-256. `id` is the public name
+    the account page lists and revokes it by."""
+
+    __tablename__ = "user_session"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    token_hash: str = Field(unique=True, index=True, max_length=64)
+    created_at: datetime = timestamp_field()
+    last_seen_at: datetime = timestamp_field()
+    expires_at: datetime = timestamp_field()  # the absolute timeout; the idle one counts from last_seen_at
+    user_agent: str | None = Field(default=None, max_length=200)
+    address: str | None = Field(default=None, max_length=64)
+
+
+class AccountToken(SQLModel, table=True):
+    """A single-use, expiring link sent by mail (email verification, password reset): only its SHA-256 is kept."""
+
+    __tablename__ = "account_token"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    purpose: str = Field(max_length=16)  # "verify" or "reset"
+    created_at: datetime = timestamp_field()
+    expires_at: datetime = timestamp_field()
+    used_at: datetime | None = timestamp_field(nullable=True)
+    password_hash: str | None = Field(default=None, max_length=255)  # a sign-up's password, set when it is opened
+
+
+class ThrottleHit(SQLModel, table=True):
+    """One attempt in a sliding window keyed by a subject that need not be a user (an email's hash, an address)."""
+
+    __tablename__ = "throttle_hit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    subject: str = Field(max_length=100)
+    bucket: str = Field(max_length=50)
+    at_us: int = Field(sa_type=sa.BigInteger)
+
+    __table_args__ = (sa.Index("ix_throttle_hit_key", "subject", "bucket", "at_us"),)

@@ -17,6 +17,9 @@ from db import (
     models,  # noqa: F401  (registers the tables on SQLModel.metadata)
 )
 
+# How long a SQLite writer queues for the database's single write lock before "database is locked".
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
 
 def _enable_sqlite_concurrency(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
@@ -24,7 +27,7 @@ def _enable_sqlite_concurrency(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         # WAL lets readers run beside the single writer; busy_timeout queues writers instead of failing.
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
@@ -92,3 +95,19 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     """A session of its own with one transaction (activities, the CLI, background tasks)."""
     with Session(engine, expire_on_commit=False) as session, transaction(session):
         yield session
+
+
+@contextmanager
+def without_waiting(session: Session) -> Iterator[None]:
+    """For a write that may be skipped (bookkeeping such as a key's last use): on SQLite it fails at once with
+    OperationalError instead of queueing for the single write lock, so a request is never held up by it. Other
+    databases lock rows, not the database: nothing changes there."""
+    if session.get_bind().dialect.name != "sqlite":
+        yield
+        return
+    connection = session.connection()
+    connection.exec_driver_sql("PRAGMA busy_timeout=0")
+    try:
+        yield
+    finally:
+        connection.exec_driver_sql(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

@@ -5,6 +5,7 @@ foreign keys), so every `job:{id}` and batch reference of a ledger row still res
 holds. The stored files (original, thumbnail, enhanced results) are removed after the rows are committed.
 """
 
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import delete, update
@@ -15,6 +16,9 @@ from core.vocabulary import FINAL_BATCH_STATUSES, IN_FLIGHT_STATUSES
 from db.models import Album, Batch, EnhancementJob, Image
 from services.enhance import lock_album
 from services.thumbnails import failure_key, thumbnail_keys
+from storage.base import Storage
+
+log = logging.getLogger(__name__)
 
 IN_FLIGHT = "An enhancement of this {what} is in progress; cancel its batch or wait until it ends"
 
@@ -82,3 +86,13 @@ def delete_album(session: Session, album: Album, thumbnail_size: int) -> Removed
     removed = _remove_images(session, images, thumbnail_size)
     session.exec(delete(Album).where(col(Album.id) == album.id))
     return removed
+
+
+def remove_objects(storage: Storage, keys: list[str]) -> None:
+    """Remove stored files after their rows are committed: a file left behind by a crash here is only garbage, a
+    row without its file would be a bug."""
+    for key in keys:
+        try:
+            storage.delete(key)
+        except Exception:  # any backend's error: the rows are gone, the remaining files are still removed
+            log.warning("could not remove stored object %s", key, exc_info=True)

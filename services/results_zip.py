@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sqlmodel import Session, col, select
 
+from core.vocabulary import result_extension
 from db.models import EnhancementJob, Image, JobStatus
 from storage.base import ObjectNotFound, Storage
 
@@ -57,7 +58,7 @@ def result_files(session: Session, album_id: str) -> list[ResultFile]:
             continue
         seen_images.add(image.id)
         base = f"{safe_stem(image.original_filename, image.id[:8])}-{job.tier.removeprefix('TIER_')}"
-        extension = job.enhanced_key.rsplit(".", 1)[-1]  # the format the result was written in
+        extension = result_extension(job.enhanced_key)  # the format the result was written in
         name, n = f"{base}.{extension}", 2
         while name in used:
             name, n = f"{base}-{n}.{extension}", n + 1

@@ -67,6 +67,14 @@ def install(app: FastAPI, settings: Settings) -> None:
             headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"},
         )
 
+    @app.get("/account", include_in_schema=False)
+    def account() -> HTMLResponse:
+        """Sign up, sign in, forgotten passwords, and the account itself (static/account.js)."""
+        return HTMLResponse(
+            (STATIC_DIR / "account.html").read_text(encoding="utf-8"),
+            headers={"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"},
+        )
+
     @app.get("/docs", include_in_schema=False)
     def docs() -> HTMLResponse:
         html = get_swagger_ui_html(

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Response, status
 from api.deps import OwnedAlbum, OwnedImage, SessionDep, SettingsDep, StorageDep
 from api.schemas import ErrorOut
 from db.session import transaction
-from services.deletion import Removed, delete_album, delete_image
+from services.deletion import Removed, delete_album, delete_image, remove_objects
 from storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -17,12 +17,7 @@ _RESPONSES: dict[int | str, dict[str, object]] = {code: {"model": ErrorOut} for 
 
 
 def _remove_files(storage: Storage, removed: Removed) -> None:
-    # After the commit: a file left behind by a crash here is only garbage, a row without its file would be a bug.
-    for key in removed.storage_keys:
-        try:
-            storage.delete(key)
-        except Exception:  # any backend's error: the rows are gone, the remaining files are still removed
-            log.warning("could not remove stored object %s", key, exc_info=True)
+    remove_objects(storage, removed.storage_keys)
 
 
 @router.delete("/images/{imageId}", status_code=status.HTTP_204_NO_CONTENT, responses=_RESPONSES)

@@ -21,9 +21,22 @@ from fastapi.routing import APIRoute
 from sqlmodel import Session, col, select
 
 import api.routes
-from api.deps import AUTH_HINT
+from api.deps import AUTH_HINT, CSRF_HEADER, SESSION_COOKIE
 from api.main import api_router
-from db.models import Album, Batch, EnhancementJob, IdempotencyRecord, Image, Tier, TokenTransaction, User
+from db.models import (
+    Album,
+    ApiKey,
+    Batch,
+    EnhancementJob,
+    IdempotencyRecord,
+    Image,
+    Tier,
+    TokenTransaction,
+    User,
+    UserSession,
+)
+from db.session import session_scope
+from services.accounts import Client, csrf_token_of, start_session
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, batch_row
@@ -43,6 +56,8 @@ class Route:
     json: dict[str, Any] | None = None
     upload: bool = False
     owner_conflict: bool = False  # the owner may get 409: the fixture's batch is not in a state the command fits
+    public: bool = False  # needs no credentials (signing up and in)
+    self_only: bool = False  # acts on the caller's own account or session, never on a resource named in the path
 
     @property
     def key(self) -> str:
@@ -69,9 +84,25 @@ ROUTES = [
     Route("GET", "/api/batches/{batchId}/events", foreign=(404, "Batch not found")),
     Route("GET", "/api/images/{imageId}/thumbnail", foreign=(404, "Image not found")),
     Route("GET", "/api/albums/{albumId}/results.zip", foreign=(403, NOT_OWNER)),
-    # Last: the owner's deletes remove what the cases above use.
+    Route("GET", "/api/account"),
+    Route("GET", "/api/account/sessions"),
+    Route("GET", "/api/account/keys"),
+    Route("POST", "/api/account/keys", json={"name": "intruder's key"}),
+    Route("GET", "/api/account/export"),
+    Route("DELETE", "/api/account/sessions/{sessionId}", foreign=(404, "Session not found")),
+    Route("POST", "/api/auth/signout", self_only=True),
+    Route("POST", "/api/account/sessions/revoke-all", self_only=True),
+    Route("POST", "/api/account/password", json={"currentPassword": "x", "newPassword": "y"}, self_only=True),
+    Route("POST", "/api/account/delete", json={"password": "not the password"}, self_only=True),
+    Route("POST", "/api/auth/signup", public=True),
+    Route("POST", "/api/auth/verify", public=True),
+    Route("POST", "/api/auth/signin", public=True),
+    Route("POST", "/api/auth/forgot", public=True),
+    Route("POST", "/api/auth/reset", public=True),
+    # Last: the owner's deletes remove what the cases above use (the key is the one the owner calls with).
     Route("DELETE", "/api/images/{imageId}", foreign=(404, "Image not found")),
     Route("DELETE", "/api/albums/{albumId}", foreign=(403, NOT_OWNER)),
+    Route("DELETE", "/api/account/keys/{keyId}", foreign=(404, "Key not found")),
 ]
 
 
@@ -82,6 +113,7 @@ class Victim:
     user: UserWithKey
     ids: dict[str, str]
     secrets: list[str] = field(default_factory=list)
+    csrf_token: str = ""
 
     def fill(self, path: str, ids: dict[str, str] | None = None) -> str:
         return path.format(**(ids or self.ids))
@@ -110,9 +142,20 @@ def make_victim(h: Harness) -> Victim:
     pending_job = make_pending_job(h.engine, user, album, pending_image, Tier.TIER_2K)
     with Session(h.engine) as session:
         pending_batch = session.get_one(EnhancementJob, pending_job).batch_id
-    ids = {"albumId": album, "imageId": image, "jobId": job, "batchId": pending_batch}
+    with session_scope(h.engine) as session:
+        key_id = session.exec(select(ApiKey.id).where(col(ApiKey.user_id) == user.id)).one()
+        session_token, victim_session = start_session(session, h.settings, user.id, Client("192.0.2.1", "victim"))
+    ids = {
+        "albumId": album,
+        "imageId": image,
+        "jobId": job,
+        "batchId": pending_batch,
+        "sessionId": victim_session.id,
+        "keyId": key_id,
+    }
     names = ["victim-secret-name", "Victim's private album"]
-    return Victim(user, ids, [user.id, user.email, user.api_key, *names, done_batch, pending_image, *ids.values()])
+    secrets = [user.id, user.email, user.api_key, session_token, *names, done_batch, pending_image, *ids.values()]
+    return Victim(user, ids, secrets, csrf_token_of(session_token))
 
 
 def snapshot(h: Harness, user_id: str) -> dict[str, Any]:
@@ -138,6 +181,10 @@ def snapshot(h: Harness, user_id: str) -> dict[str, Any]:
             "batches": sorted(
                 (b.id, b.status, b.cancel_requested)
                 for b in session.exec(select(Batch).where(col(Batch.user_id) == user_id))
+            ),
+            "keys": sorted(k.id for k in session.exec(select(ApiKey).where(col(ApiKey.user_id) == user_id))),
+            "sessions": sorted(
+                s.id for s in session.exec(select(UserSession).where(col(UserSession.user_id) == user_id))
             ),
             "idempotency": sorted(
                 r.key for r in session.exec(select(IdempotencyRecord).where(col(IdempotencyRecord.user_id) == user_id))
@@ -191,6 +238,8 @@ def wrong_keys(victim: Victim) -> dict[str, dict[str, str]]:
         "right key, Basic scheme": {"Authorization": f"Basic {victim.user.api_key}"},
         "right key, no scheme": {"Authorization": victim.user.api_key},
         "key in another header": {"X-API-Key": victim.user.api_key},
+        "unknown session cookie": {"Cookie": f"{SESSION_COOKIE}=not-a-session"},
+        "the session's CSRF token alone": {"X-CSRF-Token": victim.csrf_token},
     }
 
 
@@ -233,9 +282,16 @@ def test_every_route_refuses_missing_and_wrong_keys(direct_harness: Harness) -> 
     victim = make_victim(h)
     _, documented = api_operations(h)
     before = snapshot(h, victim.user.id)
-    unknown_ids = {"albumId": "no-such-album", "imageId": "no-such-image", "jobId": "no-such-job", "batchId": "nope"}
+    unknown_ids = {
+        "albumId": "no-such-album",
+        "imageId": "no-such-image",
+        "jobId": "no-such-job",
+        "batchId": "nope",
+        "sessionId": "no-such-session",
+        "keyId": "no-such-key",
+    }
     failures = []
-    for route in ROUTES:
+    for route in (route for route in ROUTES if not route.public):
         for target in (victim.ids, unknown_ids):
             path = victim.fill(route.path, target)
             for name, headers in wrong_keys(victim).items():
@@ -248,19 +304,28 @@ def test_every_route_refuses_missing_and_wrong_keys(direct_harness: Harness) -> 
     assert snapshot(h, victim.user.id) == before
 
 
-def test_another_users_resources_are_refused_and_left_untouched(direct_harness: Harness) -> None:
+def session_headers(h: Harness, user_id: str) -> dict[str, str]:
+    """A signed-in browser's credentials: the session cookie and, for changes, its CSRF token."""
+    with session_scope(h.engine) as session:
+        token, _ = start_session(session, h.settings, user_id, Client("192.0.2.2", "intruder"))
+    return {"Cookie": f"{SESSION_COOKIE}={token}", CSRF_HEADER: csrf_token_of(token)}
+
+
+@pytest.mark.parametrize("credential", ["api key", "session"])
+def test_another_users_resources_are_refused_and_left_untouched(direct_harness: Harness, credential: str) -> None:
     h = direct_harness
     victim = make_victim(h)
     intruder = make_user(h.engine, tokens=500)
+    intruder_headers = intruder.headers if credential == "api key" else session_headers(h, intruder.id)
     intruder_album = make_album(h.engine, intruder)
     make_image(h.engine, h.storage, intruder_album)
     _, documented = api_operations(h)
     victim_before, intruder_before = snapshot(h, victim.user.id), snapshot(h, intruder.id)
 
     failures = []
-    for route in ROUTES:
+    for route in (route for route in ROUTES if not (route.public or route.self_only)):
         path = victim.fill(route.path)
-        response = send(h, route, path, intruder.headers)
+        response = send(h, route, path, intruder_headers)
         if route.foreign is None:
             # No resource in the path: the intruder is served their own data, and none of the victim's.
             if not 200 <= response.status_code < 300:
@@ -272,7 +337,7 @@ def test_another_users_resources_are_refused_and_left_untouched(direct_harness: 
             failures.append(f"{route.key} on the victim's resource: {problem}")
         if status == 404:
             # No existence oracle: someone else's id answers exactly like an id that does not exist.
-            unknown = send(h, route, route.path.replace("{", "").replace("}", "-does-not-exist"), intruder.headers)
+            unknown = send(h, route, route.path.replace("{", "").replace("}", "-does-not-exist"), intruder_headers)
             if (unknown.status_code, unknown.content) != (response.status_code, response.content):
                 failures.append(
                     f"{route.key}: foreign id {response.content[:200]!r}, unknown {unknown.content[:200]!r}"
@@ -283,15 +348,17 @@ def test_another_users_resources_are_refused_and_left_untouched(direct_harness: 
     intruder_after = snapshot(h, intruder.id)
     created = [album for album in intruder_after["albums"] if album not in intruder_before["albums"]]
     assert [name for _, name, _ in created] == ["Intruder's album"]  # POST /api/albums made the intruder's own
-    assert {k: v for k, v in intruder_after.items() if k not in ("albums", "files")} == {
-        k: v for k, v in intruder_before.items() if k not in ("albums", "files")
+    assert len(intruder_after["keys"]) == len(intruder_before["keys"]) + 1  # and POST /api/account/keys a key
+    changed = ("albums", "files", "keys")
+    assert {k: v for k, v in intruder_after.items() if k not in changed} == {
+        k: v for k, v in intruder_before.items() if k not in changed
     }
     assert intruder_after["files"] == victim_before["files"]  # no refused upload stored anything
     assert_balance_matches_ledger(h.engine, victim.user.id)
     assert_balance_matches_ledger(h.engine, intruder.id)
 
     # The same requests by the owner succeed: the refusals above were about ownership, not missing resources.
-    for route in ROUTES:
+    for route in (route for route in ROUTES if not (route.public or route.self_only)):
         response = send(h, route, victim.fill(route.path), victim.user.headers)
         allowed = 200 <= response.status_code < 300 or (route.owner_conflict and response.status_code == 409)
         assert allowed, f"{route.key} for the owner: {response.status_code} {response.text}"

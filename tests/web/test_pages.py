@@ -55,3 +55,15 @@ def test_the_tokens_help_url_reaches_the_page_escaped_and_only_as_a_web_or_mail_
     for bad in ("javascript:alert(1)", "data:text/html,hi", "//elsewhere.example", "https://a b"):
         with pytest.raises(ValidationError):
             Settings(_env_file=None, tokens_help_url=bad)
+
+
+def test_the_account_page_loads_only_from_this_origin(direct_harness: Harness) -> None:
+    h = direct_harness
+    page = h.http.get("/account")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assert not re.search(r"(src|href)=\"(https?:)?//", page.text), "an asset from another origin"
+    assets = re.findall(r"(?:src|href)=\"(/static/[^\"]+)\"", page.text)
+    assert {"/static/auth.js", "/static/account.js", "/static/account.css", "/static/app.css"} <= set(assets)
+    for asset in assets:
+        assert h.http.get(asset).status_code == 200, asset

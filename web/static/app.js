@@ -22,7 +22,7 @@ class ApiError extends Error {
 function apiKey() { return sessionStorage.getItem(KEY_STORE); }
 
 async function api(path, { method = "GET", json, signal, headers = {} } = {}) {
-  const init = { method, signal, headers: { Authorization: `Bearer ${apiKey()}`, ...headers } };
+  const init = { method, signal, headers: { ...authHeaders(), ...headers } };
   if (json !== undefined) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(json);
@@ -85,6 +85,7 @@ async function refreshMe() {
 }
 
 function signOut(message) {
+  endSession();
   sessionStorage.removeItem(KEY_STORE);
   stopStream();
   state.me = null;
@@ -116,7 +117,9 @@ function show(view) {
 }
 
 async function route() {
-  if (!apiKey()) {
+  if (!apiKey() && !hasSession()) {
+    // People sign in with email and password on the account page; #/key is the API-key sign-in.
+    if (location.hash !== "#/key") return location.replace("/account#/signin");
     show("signin");
     $("api-key").focus();
     return;
@@ -129,6 +132,7 @@ async function route() {
     else if (page === "ledger") await openLedger();
     else await openAlbums();
   } catch (error) {
+    if (error.status === 401) return signOut("Your session ended: sign in again.");
     failed(error);
   }
 }
@@ -396,7 +400,7 @@ function uploadOne(albumId, file, row) {
     const body = new FormData();
     body.append("files", file, file.name);
     xhr.open("POST", `/api/albums/${encodeURIComponent(albumId)}/images`);
-    xhr.setRequestHeader("Authorization", `Bearer ${apiKey()}`);
+    for (const [name, value] of Object.entries(authHeaders())) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (event) => {
       if (event.lengthComputable) bar.value = event.loaded / event.total;
       note.textContent = `${Math.round(bar.value * 100)} %`;
