@@ -48,15 +48,17 @@ class DelayedLauncher(HeldLauncher):
 
 
 class FailingFirstStart(HeldLauncher):
-    """The first start fails as an unreachable Temporal would; later ones go through."""
+    """The first start of a batch of `album_id` fails as an unreachable Temporal would; later ones go through.
+    (Only that album's: the reconciler may start another test's stranded batch in a shared database first.)"""
 
-    def __init__(self, inner: BatchLauncher) -> None:
+    def __init__(self, inner: BatchLauncher, album_id: str) -> None:
         super().__init__(inner)
         self.release.set()
+        self.album_id = album_id
         self.failed = False
 
     async def start(self, inp: BatchEnhanceInput) -> None:
-        if not self.failed:
+        if not self.failed and inp.album_id == self.album_id:
             self.failed = True
             raise ConnectionError("the workflow service is unreachable (test double)")
         await self.inner.start(inp)

@@ -41,7 +41,7 @@ def test_a_retry_after_a_refunded_start_runs_again_with_the_same_key(db_url: str
     album = make_album(engine, user)
     make_images(engine, storage, album, 2)
     headers = {**user.headers, "Idempotency-Key": "retry-me"}
-    with LiveServer(make_settings(db_url, storage), FailingFirstStart) as api:
+    with LiveServer(make_settings(db_url, storage), lambda inner: FailingFirstStart(inner, album)) as api:
         url = f"/api/albums/{album}/enhance"
         failed = api.http.post(url, headers=headers, json={"tier": "TIER_1K"})
         assert failed.status_code == 500 and balance(engine, user.id) == 50

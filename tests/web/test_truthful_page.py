@@ -236,7 +236,7 @@ def test_notices_zoom_and_the_ledger_at_phone_width(primary_db_url: str, tmp_pat
             # The before/after view at phone width: its zoom controls wrap under the title, nothing sticks out.
             driver.back()
             wait_for(driver, lambda d: by_id(d, "view-album").is_displayed() and len(tiles(d)) == 2)
-            tiles(driver)[1].find_element("css selector", ".compare-open").click()
+            open_compare(driver, 1)
             wait_for(
                 driver, lambda d: d.execute_script("return document.getElementById('compare-after').naturalWidth > 0")
             )
@@ -258,7 +258,7 @@ def test_notices_zoom_and_the_ledger_at_phone_width(primary_db_url: str, tmp_pat
 def check_zoom_and_pan(driver: WebDriver) -> None:
     """The before/after view zooms to 100 % (one enhanced pixel per screen pixel), pans by dragging and with the
     keyboard (both photos together, never past their edges, the split line staying put), and fits again."""
-    tiles(driver)[0].find_element("css selector", ".compare-open").click()
+    open_compare(driver, 0)
     loaded = "return ['compare-before', 'compare-after'].every(id => document.getElementById(id).naturalWidth > 0)"
     wait_for(driver, lambda d: d.execute_script(loaded))
     assert text_of(driver, "zoom-level").startswith("Fit · ")
@@ -296,3 +296,11 @@ def check_zoom_and_pan(driver: WebDriver) -> None:
     screenshot(driver, "web-zoom.jpg")
     stage.send_keys("0")
     assert offset() == (0, 0) and text_of(driver, "zoom-level").startswith("Fit · ")
+
+
+def open_compare(driver: WebDriver, index: int) -> None:
+    """Opens the before/after view of the `index`th photo, its button scrolled to the middle of the window first
+    (a toast at the bottom would otherwise take the click)."""
+    button = tiles(driver)[index].find_element("css selector", ".compare-open")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", button)
+    button.click()
