@@ -13,11 +13,13 @@ from api.schemas import IMAGE_IDS_RULE, EnhanceRequest
 from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, Unauthorized
-from db.models import Album, Batch, EnhancementJob, Image, User
+from db.models import Album, Batch, EnhancementJob, Image, User, WebhookEndpoint
 from db.session import transaction
+from services import webhooks
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
 from services.users import user_of_key
+from services.webhooks import WebhookLauncher
 from storage.base import Storage
 
 T = TypeVar("T")
@@ -129,6 +131,25 @@ def get_owned_batch(batch_id: Annotated[str, Path(alias="batchId")], user: Curre
 
 
 OwnedBatch = Annotated[Batch, Depends(get_owned_batch)]
+
+
+def get_owned_webhook(
+    endpoint_id: Annotated[str, Path(alias="webhookId")], user: CurrentUser, session: SessionDep
+) -> WebhookEndpoint:
+    return webhooks.owned_endpoint(session, user.id, endpoint_id)
+
+
+OwnedWebhook = Annotated[WebhookEndpoint, Depends(get_owned_webhook)]
+
+
+def get_webhook_launcher(request: Request) -> WebhookLauncher:
+    launcher = app_state(request.app).webhooks
+    if launcher is None:
+        raise RuntimeError("the application was started without a webhook launcher")
+    return launcher
+
+
+WebhookLauncherDep = Annotated[WebhookLauncher, Depends(get_webhook_launcher)]
 
 
 ENHANCE_FIELDS = tuple(str(field.alias) for field in EnhanceRequest.model_fields.values())

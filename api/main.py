@@ -11,13 +11,15 @@ from typing import Any
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Engine
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
+from activities.webhooks import WebhookActivities
 from api import health
 from api.errors import install_error_handlers
 from api.limits import AdmissionGate, BodyLimits, BodySizeLimit, HealthLimiters
-from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
+from api.routes import albums, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails, webhooks
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
@@ -26,17 +28,25 @@ from services.deployment import claim_storage_if_reachable
 from services.launcher import BatchLauncher, TemporalLauncher
 from services.reconciler import reconcile_forever
 from services.uploads import DecodeSlots
+from services.webhooks import (
+    TemporalWebhooks,
+    WebhookLauncher,
+    WebhookStarts,
+    links_base,
+    webhook_retry,
+)
 from storage.base import Storage
 from storage.factory import storage_from
 from telemetry.api import MeteredLauncher, add_metrics_route
 from telemetry.tracing import instrument, temporal_interceptors
 from web import app as web
 from workflows.direct import DirectLauncher
+from workflows.webhook_direct import DirectWebhooks
 
 log = logging.getLogger(__name__)
 
 api_router = APIRouter(prefix="/api")
-for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion):
+for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion, webhooks):
     api_router.include_router(module.router)
 
 
@@ -58,6 +68,15 @@ def _make_launcher(
     if client is None:
         return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
+
+
+def _webhook_launcher(settings: Settings, client: Client | None, engine: Engine) -> WebhookLauncher:
+    """Deliveries as workflows (Temporal mode), or in this process with the same attempts (direct mode)."""
+    if client is not None:
+        return TemporalWebhooks(
+            client, settings.task_queue, webhook_retry(settings), settings.workflow_start_timeout_seconds
+        )
+    return DirectWebhooks(WebhookActivities.for_settings(engine, settings), webhook_retry(settings))
 
 
 def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
@@ -112,6 +131,8 @@ def create_app(
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
         # Direct mode runs batches here: the network in child processes (started on first use), as a worker does.
         processes = super_resolution_processes(settings) if settings.execution_mode == "direct" else None
+        client = await _temporal_client(settings)
+        deliveries = _webhook_launcher(settings, client, engine)
         activities = BatchActivities(
             engine,
             store,
@@ -120,8 +141,9 @@ def create_app(
             settings.activity_progress_interval_seconds,
             engine_config=engine_config(settings),
             sr_processes=processes,
+            on_webhooks=WebhookStarts(deliveries, asyncio.get_running_loop()),
+            links_base=links_base(settings),
         )
-        client = await _temporal_client(settings)
         launcher: BatchLauncher = MeteredLauncher(_make_launcher(settings, client, activities, executor))
         if wrap_launcher is not None:
             launcher = wrap_launcher(launcher)
@@ -135,17 +157,21 @@ def create_app(
                 temporal_client=client,
                 health_limiters=HealthLimiters(),
                 decode_slots=DecodeSlots(settings.upload_decode_slots, settings.upload_decode_wait_seconds),
+                webhooks=deliveries,
             ),
         )
         reconciler = None
         if settings.execution_mode == "direct":
-            reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, direct=True))
+            reconciler = asyncio.create_task(
+                reconcile_forever(engine, launcher, settings, direct=True, webhooks=deliveries)
+            )
         try:
             yield
         finally:
             if reconciler is not None:
                 reconciler.cancel()
             await launcher.aclose()
+            await deliveries.aclose()
             executor.shutdown(wait=True, cancel_futures=True)
             if processes is not None:
                 processes.close()

@@ -10,6 +10,7 @@ from api.limits import HealthLimiters
 from core.config import Settings
 from services.launcher import BatchLauncher
 from services.uploads import DecodeSlots
+from services.webhooks import WebhookLauncher
 from storage.base import Storage
 
 
@@ -22,6 +23,7 @@ class AppState:
     temporal_client: Client | None  # None in direct mode
     health_limiters: HealthLimiters
     decode_slots: DecodeSlots
+    webhooks: WebhookLauncher | None = None  # starts webhook deliveries (on Temporal, or in this process)
 
 
 _KEY = "album_enhance"  # the one attribute of Starlette's untyped app.state this code uses

@@ -15,6 +15,7 @@ from db.models import Batch, BatchStatus, utcnow
 from db.session import session_scope
 from services.batches import batch_input, close_unstarted, mark_started
 from services.launcher import BatchLauncher
+from services.webhooks import WebhookLauncher, links_base, stranded_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ class ReconcileReport:
     started: list[str] = field(default_factory=list)
     refunded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    deliveries: list[str] = field(default_factory=list)  # webhook deliveries started (again)
 
 
 def _stranded_batches(engine: Engine, settings: Settings, resume_running_direct: bool) -> list[BatchEnhanceInput]:
@@ -46,7 +48,13 @@ def _refund_if_too_old(engine: Engine, settings: Settings, batch_id: str) -> boo
         batch = session.get_one(Batch, batch_id)
         if batch.created_at >= limit:
             return False
-        close_unstarted(session, batch_id, BatchStatus.FAILED, "The enhancement workflow could not be started")
+        close_unstarted(
+            session,
+            batch_id,
+            BatchStatus.FAILED,
+            "The enhancement workflow could not be started",
+            links_base(settings),
+        )
         return True
 
 
@@ -56,10 +64,17 @@ def _mark_started(engine: Engine, batch_id: str) -> None:
 
 
 async def reconcile_once(
-    engine: Engine, launcher: BatchLauncher, settings: Settings, resume_running_direct: bool = False
+    engine: Engine,
+    launcher: BatchLauncher,
+    settings: Settings,
+    resume_running_direct: bool = False,
+    webhooks: WebhookLauncher | None = None,
 ) -> ReconcileReport:
-    """One pass: start every stranded batch (idempotent: the workflow id is the batch id)."""
+    """One pass: start every stranded batch (idempotent: the workflow id is the batch id), and every webhook
+    delivery recorded but not known to be started (idempotent too: its workflow id is the delivery's)."""
     report = ReconcileReport()
+    if webhooks is not None:
+        await _start_stranded_deliveries(engine, settings, webhooks, report)
     for inp in await asyncio.to_thread(_stranded_batches, engine, settings, resume_running_direct):
         try:
             await launcher.start(inp)
@@ -77,12 +92,31 @@ async def reconcile_once(
     return report
 
 
-async def reconcile_forever(engine: Engine, launcher: BatchLauncher, settings: Settings, direct: bool = False) -> None:
+async def _start_stranded_deliveries(
+    engine: Engine, settings: Settings, webhooks: WebhookLauncher, report: ReconcileReport
+) -> None:
+    grace = timedelta(seconds=settings.reconcile_grace_seconds)
+    stranded = await asyncio.to_thread(stranded_deliveries, engine, grace)
+    try:
+        await webhooks.start(stranded)
+    except Exception:
+        log.warning("reconciler could not start webhook deliveries", exc_info=True)
+        return
+    report.deliveries.extend(stranded)
+
+
+async def reconcile_forever(
+    engine: Engine,
+    launcher: BatchLauncher,
+    settings: Settings,
+    direct: bool = False,
+    webhooks: WebhookLauncher | None = None,
+) -> None:
     """Reconcile at start (resuming direct batches once) and then every interval."""
     resume = direct
     while True:
         try:
-            await reconcile_once(engine, launcher, settings, resume_running_direct=resume)
+            await reconcile_once(engine, launcher, settings, resume_running_direct=resume, webhooks=webhooks)
             resume = False
         except Exception:
             log.exception("reconciler pass failed")
