@@ -55,7 +55,9 @@ class Destinations:
             address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
         if any(address in network for network in self.allowed_networks):
             return None
-        if address.is_loopback:
+        if address.is_unspecified:
+            kind = "not a public address (it reaches this machine)"
+        elif address.is_loopback:
             kind = "a loopback address"
         elif address.is_link_local:
             kind = "a link-local address (where cloud metadata services answer)"

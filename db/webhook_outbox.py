@@ -55,6 +55,7 @@ def record(
         session.add(
             WebhookMessage(id=message, user_id=user_id, event_type=event_type, body=message_body(event_type, build()))
         )
+        session.flush()  # before its deliveries, which refer to it
     deliveries = [WebhookDelivery(message_id=message, endpoint_id=endpoint.id) for endpoint in endpoints]
     session.add_all(deliveries)
     session.flush()
