@@ -179,6 +179,8 @@ async def parse_enhance_request(request: Request) -> EnhanceRequest:
             raise InvalidRequest("Invalid tier. Must be one of: TIER_1K, TIER_2K, TIER_4K") from exc
         if "imageIds" in fields:
             raise InvalidRequest(IMAGE_IDS_RULE) from exc
+        if "callbackUrl" in fields:
+            raise InvalidRequest("callbackUrl must be a URL (a string of at most 2000 characters)") from exc
         raise InvalidRequest("skipAlreadyEnhanced must be a boolean") from exc
 
 

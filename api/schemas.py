@@ -111,6 +111,16 @@ class EnhanceRequest(ApiModel):
         "the named images.",
     )
 
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2000,
+        pattern=NO_NUL,
+        description="Where to POST the batch's final event (batch.completed, batch.cancelled or batch.failed), "
+        "signed with your callback secret (POST /api/webhooks/callback-secret); an https URL on a public address. "
+        "Ignored when nothing needs enhancing.",
+    )
+
     @field_validator("image_ids")
     @classmethod
     def _distinct(cls, ids: list[str] | None) -> list[str] | None:

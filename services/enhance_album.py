@@ -23,7 +23,7 @@ from core.errors import BatchStartFailed, Conflict, RateLimitState
 from core.vocabulary import BatchStatus
 from db.models import Batch
 from db.session import transaction
-from services import idempotency, rate_limit
+from services import idempotency, rate_limit, webhooks
 from services.batches import close_unstarted, input_for, mark_started
 from services.enhance import BatchRequest, PlannedBatch, plan_and_charge
 
@@ -37,6 +37,7 @@ class EnhanceAlbum(BatchRequest):
     """One enhance request, after authentication, ownership and body validation."""
 
     idempotency_key: str | None = None
+    callback_url: str | None = None  # the batch's final event goes there too (services.webhooks.add_callback)
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,9 @@ async def enhance_album(
 def _claim_and_charge(session: Session, settings: Settings, command: EnhanceAlbum) -> _Charged:
     """Claim the Idempotency-Key (or replay its outcome), count the request, charge: each step committed."""
     key = command.idempotency_key
+    if command.callback_url is not None:  # refused before anything is claimed or charged
+        with transaction(session):
+            webhooks.check_callback(session, command.user_id, command.callback_url, webhooks.destinations(settings))
     if key is not None:
         stored = _claim_key(session, settings, command, key)
         if stored is not None:
@@ -123,6 +127,9 @@ def _claim_and_charge(session: Session, settings: Settings, command: EnhanceAlbu
         window = _count_request(session, settings, command.user_id)
         with transaction(session):
             planned = plan_and_charge(session, command, settings.max_batch_size, settings.execution_mode)
+            if command.callback_url is not None and planned.batch is not None:
+                rules = webhooks.destinations(settings)
+                webhooks.add_callback(session, command.user_id, planned.batch.id, command.callback_url, rules)
             result = EnhanceResult.of(planned)
             if key is not None:
                 idempotency.record_outcome(session, command.user_id, key, {"outcome": _CHARGED, **asdict(result)})
@@ -152,8 +159,12 @@ def _claim_key(
 
 
 def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
-    """What identifies the request for its Idempotency-Key: everything but who sent it and the key itself."""
-    return {name: value for name, value in asdict(command).items() if name not in ("user_id", "idempotency_key")}
+    """What identifies the request for its Idempotency-Key: everything but who sent it and the key itself (and no
+    callbackUrl when there is none, so a request without one is the request it always was)."""
+    request = {name: value for name, value in asdict(command).items() if name not in ("user_id", "idempotency_key")}
+    if request["callback_url"] is None:
+        del request["callback_url"]
+    return request
 
 
 def _replay(stored: idempotency.StoredOutcome) -> EnhanceOutcome:

@@ -180,12 +180,13 @@ def create_endpoint(session: Session, user_id: str, spec: EndpointSpec, rules: D
     return endpoint
 
 
-def endpoints_of(session: Session, user_id: str) -> list[WebhookEndpoint]:
-    """The user's endpoints (callbackUrls excluded), oldest first."""
+def endpoints_of(session: Session, user_id: str, batch_id: str | None = None) -> list[WebhookEndpoint]:
+    """The user's endpoints, oldest first; with `batch_id`, that batch's callbackUrl instead."""
+    batch = col(WebhookEndpoint.batch_id)
     return list(
         session.exec(
             select(WebhookEndpoint)
-            .where(col(WebhookEndpoint.user_id) == user_id, col(WebhookEndpoint.batch_id).is_(None))
+            .where(col(WebhookEndpoint.user_id) == user_id, batch.is_(None) if batch_id is None else batch == batch_id)
             .order_by(col(WebhookEndpoint.created_at), col(WebhookEndpoint.id))
         )
     )

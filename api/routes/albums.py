@@ -208,6 +208,7 @@ async def enhance_album(
         skip_already_enhanced=body.skip_already_enhanced,
         image_ids=tuple(body.image_ids) if body.image_ids is not None else None,
         idempotency_key=idempotency.validate_key(idempotency_key) if idempotency_key is not None else None,
+        callback_url=body.callback_url,
     )
     outcome = await enhance_album_use_case(session, settings, launcher.start, command)
     headers = rate_limit_headers(outcome.rate_limit) if outcome.rate_limit is not None else {}

@@ -3,13 +3,14 @@ the secret), delete; their deliveries with every attempt; redelivery and test me
 
 import logging
 from datetime import timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.from_thread
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Query, Response, status
 
 from api.deps import CurrentUser, OwnedWebhook, SessionDep, SettingsDep, WebhookLauncherDep
 from api.schemas import (
+    NO_NUL,
     CallbackSecretOut,
     ErrorOut,
     WebhookAttemptOut,
@@ -81,10 +82,19 @@ def create_webhook(
     return _out(endpoint, endpoint.secret)
 
 
-@router.get("", response_model=WebhookEndpointsOut, responses=_errors(401))
-def list_webhooks(user: CurrentUser, session: SessionDep) -> WebhookEndpointsOut:
-    """The caller's endpoints (secrets are never listed)."""
-    return WebhookEndpointsOut(endpoints=[_out(endpoint) for endpoint in webhooks.endpoints_of(session, user.id)])
+@router.get("", response_model=WebhookEndpointsOut, responses=_errors(400, 401))
+def list_webhooks(
+    user: CurrentUser,
+    session: SessionDep,
+    batch_id: Annotated[
+        str | None,
+        Query(alias="batchId", max_length=100, pattern=NO_NUL, description="The callbackUrl of this batch instead"),
+    ] = None,
+) -> WebhookEndpointsOut:
+    """The caller's endpoints (secrets are never listed); with `batchId`, the callbackUrl of that enhance request,
+    whose deliveries are then at /api/webhooks/{id}/deliveries like any endpoint's."""
+    found = webhooks.endpoints_of(session, user.id, batch_id)
+    return WebhookEndpointsOut(endpoints=[_out(endpoint) for endpoint in found])
 
 
 @router.post(

@@ -36,7 +36,7 @@ async def stack(
 ) -> AsyncIterator[Harness]:
     settings = {**WEBHOOKS, **overrides}
     if mode == "temporal":
-        async with temporal_stack(env.client, db_url, storage, **settings) as h:
+        async with temporal_stack(env.client, db_url, storage, None, **settings) as h:
             yield h
         return
     with LiveServer(make_settings(db_url, storage, **settings)) as api:
@@ -427,3 +427,47 @@ async def test_someone_elses_endpoint_is_not_found(primary_db_url: str, storage:
             deleted = await http.delete(f"/api/webhooks/{endpoint['id']}", headers=owner.headers)
             assert deleted.status_code == 204
             assert (await http.get(f"/api/webhooks/{endpoint['id']}", headers=owner.headers)).status_code == 404
+
+
+# callbackUrl ---------------------------------------------------------------------------------------------------------
+
+
+async def test_a_callback_url_receives_the_batch_event_signed_with_the_callback_secret(
+    primary_db_url: str, storage: LocalStorage
+) -> None:
+    with receiver([200]) as rx, LiveServer(make_settings(primary_db_url, storage, **WEBHOOKS)) as api:
+        engine = engine_for(primary_db_url)
+        user = make_user(engine, tokens=10)
+        album = make_album(engine, user)
+        make_image(engine, storage, album)
+        enhance = f"/api/albums/{album}/enhance"
+        async with httpx.AsyncClient(base_url=api.base_url, timeout=30) as http:
+            body = {"tier": "TIER_1K", "callbackUrl": rx.url(path="/done")}
+            unsigned = await http.post(enhance, headers=user.headers, json=body)
+            assert unsigned.status_code == 400 and "callback secret" in unsigned.json()["error"]
+            created = await http.post("/api/webhooks/callback-secret", headers=user.headers)
+            assert created.status_code == 201
+            secret = created.json()["secret"]
+            private = await http.post(enhance, headers=user.headers, json={**body, "callbackUrl": "http://10.0.0.1/"})
+            assert private.status_code == 400 and "private" in private.json()["error"]
+            assert (await http.get("/api/me", headers=user.headers)).json()["tokenBalance"] == 10  # nothing charged
+
+            enhanced = await http.post(enhance, headers=user.headers, json=body)
+            assert enhanced.status_code == 200, enhanced.text
+            assert "callbackUrl" not in enhanced.json()  # the answer is the contract's, callback or not
+            batch_id = enhanced.json()["batchId"]
+            [request] = await arrived(rx, 1)
+            payload = verified(secret, request)
+            assert request.path == "/done"
+            assert payload["type"] == "batch.completed" and payload["data"]["batchId"] == batch_id
+            assert payload["data"]["completed"] == 1 and payload["data"]["tokensCharged"] == 2
+            listed = await http.get("/api/webhooks", headers=user.headers, params={"batchId": batch_id})
+            [callback] = listed.json()["endpoints"]
+            assert callback["url"] == rx.url(path="/done") and callback["events"] == [
+                "batch.completed",
+                "batch.cancelled",
+                "batch.failed",
+            ]
+            [delivery] = await settled(http, user, callback["id"])
+            assert delivery["status"] == "DELIVERED" and delivery["webhookId"] == request.headers["webhook-id"]
+            assert (await http.get("/api/webhooks", headers=user.headers)).json() == {"endpoints": []}

@@ -46,7 +46,7 @@ async def test_a_worker_killed_mid_delivery_is_replaced_and_the_same_message_is_
     settings = {**WEBHOOKS, "webhook_attempt_timeout_seconds": ATTEMPT_TIMEOUT}
     with (
         receiver([HANG, 200]) as rx,
-        temporal_api(temporal_env.client, primary_db_url, storage, **settings) as h,
+        temporal_api(temporal_env.client, primary_db_url, storage, None, **settings) as h,
         process_set(tmp_path / "processes") as processes,
     ):
         env = worker_env(h.settings)
