@@ -88,7 +88,7 @@ def test_unknown_fields_on_enhance_are_400_and_named(direct_harness: Harness) ->
     )
     assert response.status_code == 400
     assert response.json() == {
-        "error": "Unknown field(s) in request body: skipAlreadyEnhaced. Allowed: tier, skipAlreadyEnhanced, imageIds"
+        "error": "Unknown field(s) in request body: skipAlreadyEnhaced. Allowed: tier, skipAlreadyEnhanced, imageIds, callbackUrl"
     }
     assert_nothing_charged(h, user.id)
 
@@ -100,7 +100,7 @@ def test_many_long_unknown_fields_give_a_bounded_message(direct_harness: Harness
     response = h.http.post(f"/api/albums/{album}/enhance", headers=user.headers, json=body)
     assert response.status_code == 400
     assert len(response.json()["error"]) < 400
-    assert response.json()["error"].endswith(", …. Allowed: tier, skipAlreadyEnhanced, imageIds")
+    assert response.json()["error"].endswith(", …. Allowed: tier, skipAlreadyEnhanced, imageIds, callbackUrl")
 
 
 @pytest.mark.parametrize(
