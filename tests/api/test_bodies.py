@@ -88,7 +88,8 @@ def test_unknown_fields_on_enhance_are_400_and_named(direct_harness: Harness) ->
     )
     assert response.status_code == 400
     assert response.json() == {
-        "error": "Unknown field(s) in request body: skipAlreadyEnhaced. Allowed: tier, skipAlreadyEnhanced, imageIds, callbackUrl"
+        "error": "Unknown field(s) in request body: skipAlreadyEnhaced. "
+        "Allowed: tier, skipAlreadyEnhanced, imageIds, callbackUrl"
     }
     assert_nothing_charged(h, user.id)
 
