@@ -26,8 +26,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from core.webhook_rules import Destinations
 from db.models import Tier
 from db.session import session_scope
+from services import webhooks
 from services.batches import mark_started
 from tests.conftest import Harness, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, batch_row
@@ -57,8 +59,14 @@ class Owned:
     running_batch: str
     disposable: dict[str, list[str]]
     finished_batch: str
+    patched_webhook: str = ""  # PATCH may disable it: the test sends and redeliveries keep an enabled one
 
     def real_ids(self, operation: APIOperation | None, name: str) -> list[str]:
+        if name == "webhookId" and operation is not None and operation.method.upper() == "PATCH":
+            return [self.patched_webhook]
+        return self._real_ids(operation, name)
+
+    def _real_ids(self, operation: APIOperation | None, name: str) -> list[str]:
         if operation is not None and operation.method.upper() == "DELETE":
             return self.disposable.get(name, [])
         if name == "albumId" and operation is not None and operation.path.endswith("/images"):
@@ -116,6 +124,11 @@ def seed_owned_resources(h: Harness) -> Owned:
         mark_started(session, running_batch)
     # Separate albums: deleting the album must not take the images meant for the image deletes with it.
     album_to_delete, images_to_delete = make_album(h.engine, user, "To delete"), make_album(h.engine, user, "Trim")
+    # Webhook endpoints (never delivered to: their deliveries are rows nobody starts), one to delete, one to patch.
+    with session_scope(h.engine) as session:
+        spec = webhooks.EndpointSpec("https://hooks.example.com/album-enhance", webhooks.ALL_EVENTS)
+        hooks = [webhooks.create_endpoint(session, user.id, spec, Destinations()) for _ in range(3)]
+        delivery = webhooks.send_test(session, hooks[0]).id
     return Owned(
         user.id,
         user.api_key,
@@ -124,6 +137,8 @@ def seed_owned_resources(h: Harness) -> Owned:
             "imageId": [image, other_image],
             "jobId": [done_job, pending_job],
             "batchId": [pending_batch, done_batch],
+            "webhookId": [hooks[0].id],
+            "deliveryId": [delivery],
         },
         upload_album=make_album(h.engine, user, "Uploads"),
         running_batch=running_batch,
@@ -131,7 +146,9 @@ def seed_owned_resources(h: Harness) -> Owned:
         disposable={
             "albumId": [album_to_delete],
             "imageId": make_images(h.engine, h.storage, images_to_delete, 3),
+            "webhookId": [hooks[1].id],
         },
+        patched_webhook=hooks[2].id,
     )
 
 
@@ -157,6 +174,8 @@ def load_schema(h: Harness, owned: Owned, tally: Tally) -> Any:
         # A real photo now and then, so uploads also reach their success path.
         if context.operation is not None and context.operation.path.endswith("/images"):
             return st.sampled_from([{"files": [jpeg_bytes(40, 30)]}, body])
+        if context.operation is not None and label(context.operation) == "POST /api/webhooks":
+            return st.sampled_from([{"url": "https://hooks.example.com/new"}, body])
         return st.just(body)
 
     @schema.hook
