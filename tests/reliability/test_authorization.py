@@ -23,13 +23,29 @@ from sqlmodel import Session, col, select
 import api.routes
 from api.deps import AUTH_HINT
 from api.main import api_router
-from db.models import Album, Batch, EnhancementJob, IdempotencyRecord, Image, Tier, TokenTransaction, User
+from core.webhook_rules import Destinations
+from db.models import (
+    Album,
+    Batch,
+    EnhancementJob,
+    IdempotencyRecord,
+    Image,
+    Tier,
+    TokenTransaction,
+    User,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
+from db.session import session_scope
+from services import webhooks
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
 from tests.db_helpers import assert_balance_matches_ledger, batch_row
 from tests.factories import UserWithKey, jpeg_bytes, make_album, make_image, make_pending_job, make_user
 
 NOT_OWNER = "You do not own this album"
+NO_WEBHOOK = "Webhook endpoint not found"
+VICTIM_HOOK = "https://hooks.example.com/victim-secret-hook"
 TRACE_MARKERS = ("Traceback", 'File "', ".py", "sqlalchemy", "psycopg", "sqlite3")
 
 
@@ -69,9 +85,18 @@ ROUTES = [
     Route("GET", "/api/batches/{batchId}/events", foreign=(404, "Batch not found")),
     Route("GET", "/api/images/{imageId}/thumbnail", foreign=(404, "Image not found")),
     Route("GET", "/api/albums/{albumId}/results.zip", foreign=(403, NOT_OWNER)),
+    Route("GET", "/api/webhooks"),
+    Route("POST", "/api/webhooks", json={"url": "https://hooks.example.com/intruder"}),
+    Route("POST", "/api/webhooks/callback-secret"),
+    Route("GET", "/api/webhooks/{webhookId}", foreign=(404, NO_WEBHOOK)),
+    Route("PATCH", "/api/webhooks/{webhookId}", foreign=(404, NO_WEBHOOK), json={"rotateSecret": True}),
+    Route("GET", "/api/webhooks/{webhookId}/deliveries", foreign=(404, NO_WEBHOOK)),
+    Route("POST", "/api/webhooks/{webhookId}/test", foreign=(404, NO_WEBHOOK)),
+    Route("POST", "/api/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver", foreign=(404, NO_WEBHOOK)),
     # Last: the owner's deletes remove what the cases above use.
     Route("DELETE", "/api/images/{imageId}", foreign=(404, "Image not found")),
     Route("DELETE", "/api/albums/{albumId}", foreign=(403, NOT_OWNER)),
+    Route("DELETE", "/api/webhooks/{webhookId}", foreign=(404, NO_WEBHOOK)),
 ]
 
 
@@ -110,8 +135,20 @@ def make_victim(h: Harness) -> Victim:
     pending_job = make_pending_job(h.engine, user, album, pending_image, Tier.TIER_2K)
     with Session(h.engine) as session:
         pending_batch = session.get_one(EnhancementJob, pending_job).batch_id
-    ids = {"albumId": album, "imageId": image, "jobId": job, "batchId": pending_batch}
-    names = ["victim-secret-name", "Victim's private album"]
+    with session_scope(h.engine) as session:
+        hook = webhooks.create_endpoint(
+            session, user.id, webhooks.EndpointSpec(VICTIM_HOOK, ("batch.completed",)), Destinations()
+        )
+        delivery = webhooks.send_test(session, hook).id  # a row nobody starts
+    ids = {
+        "albumId": album,
+        "imageId": image,
+        "jobId": job,
+        "batchId": pending_batch,
+        "webhookId": hook.id,
+        "deliveryId": delivery,
+    }
+    names = ["victim-secret-name", "Victim's private album", VICTIM_HOOK, hook.secret]
     return Victim(user, ids, [user.id, user.email, user.api_key, *names, done_batch, pending_image, *ids.values()])
 
 
@@ -141,6 +178,18 @@ def snapshot(h: Harness, user_id: str) -> dict[str, Any]:
             ),
             "idempotency": sorted(
                 r.key for r in session.exec(select(IdempotencyRecord).where(col(IdempotencyRecord.user_id) == user_id))
+            ),
+            "webhooks": sorted(
+                (w.id, w.url, w.events, w.secret, w.enabled)
+                for w in session.exec(select(WebhookEndpoint).where(col(WebhookEndpoint.user_id) == user_id))
+            ),
+            "deliveries": sorted(
+                (d.id, d.status, d.attempts)
+                for d in session.exec(
+                    select(WebhookDelivery)
+                    .join(WebhookEndpoint, col(WebhookEndpoint.id) == col(WebhookDelivery.endpoint_id))
+                    .where(col(WebhookEndpoint.user_id) == user_id)
+                )
             ),
             # The whole store: files are named by server keys, not by owner.
             "files": sorted(str(p.relative_to(h.storage.root)) for p in h.storage.root.rglob("*") if p.is_file()),
@@ -233,7 +282,14 @@ def test_every_route_refuses_missing_and_wrong_keys(direct_harness: Harness) -> 
     victim = make_victim(h)
     _, documented = api_operations(h)
     before = snapshot(h, victim.user.id)
-    unknown_ids = {"albumId": "no-such-album", "imageId": "no-such-image", "jobId": "no-such-job", "batchId": "nope"}
+    unknown_ids = {
+        "albumId": "no-such-album",
+        "imageId": "no-such-image",
+        "jobId": "no-such-job",
+        "batchId": "nope",
+        "webhookId": "no-such-hook",
+        "deliveryId": "no-such-delivery",
+    }
     failures = []
     for route in ROUTES:
         for target in (victim.ids, unknown_ids):
@@ -283,8 +339,10 @@ def test_another_users_resources_are_refused_and_left_untouched(direct_harness: 
     intruder_after = snapshot(h, intruder.id)
     created = [album for album in intruder_after["albums"] if album not in intruder_before["albums"]]
     assert [name for _, name, _ in created] == ["Intruder's album"]  # POST /api/albums made the intruder's own
-    assert {k: v for k, v in intruder_after.items() if k not in ("albums", "files")} == {
-        k: v for k, v in intruder_before.items() if k not in ("albums", "files")
+    assert [url for _, url, *_ in intruder_after["webhooks"]] == ["https://hooks.example.com/intruder"]  # likewise
+    own = ("albums", "files", "webhooks")
+    assert {k: v for k, v in intruder_after.items() if k not in own} == {
+        k: v for k, v in intruder_before.items() if k not in own
     }
     assert intruder_after["files"] == victim_before["files"]  # no refused upload stored anything
     assert_balance_matches_ledger(h.engine, victim.user.id)

@@ -167,6 +167,10 @@ def load_schema(h: Harness, owned: Owned, tally: Tally) -> Any:
             for name in path_parameters
             for real in owned.real_ids(context.operation, name)
         ]
+        if len(path_parameters) > 1:  # every id real at once (a webhook's delivery: both must be the caller's)
+            every = {name: owned.real_ids(context.operation, name)[:1] for name in path_parameters}
+            if all(every.values()):
+                options.insert(0, {name: ids[0] for name, ids in every.items()})
         return st.sampled_from([*options, path_parameters])
 
     @schema.hook
