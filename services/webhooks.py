@@ -89,21 +89,32 @@ class TemporalWebhooks:
         self.start_timeout = start_timeout
 
     async def start(self, delivery_ids: Sequence[str]) -> None:
+        """Start each delivery; one that cannot be started now does not keep the others from starting (the first
+        such error is raised after them all, and the reconciler starts it later)."""
+        failed: Exception | None = None
         for delivery_id in delivery_ids:
-            # Started before: it runs, or delivered (or gave up) already.
-            with contextlib.suppress(WorkflowAlreadyStartedError):
-                await asyncio.wait_for(
-                    self.client.start_workflow(
-                        WebhookDeliveryWorkflow.run,
-                        WebhookDeliveryInput(delivery_id, self.retry),
-                        id=workflow_id(delivery_id),
-                        task_queue=self.task_queue,
-                        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
-                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                        static_summary=f"Webhook delivery {delivery_id}",
-                    ),
-                    timeout=self.start_timeout,
-                )
+            try:
+                await self._start(delivery_id)
+            except Exception as exc:
+                failed = failed or exc
+        if failed is not None:
+            raise failed
+
+    async def _start(self, delivery_id: str) -> None:
+        # Started before: it runs, or delivered (or gave up) already.
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await asyncio.wait_for(
+                self.client.start_workflow(
+                    WebhookDeliveryWorkflow.run,
+                    WebhookDeliveryInput(delivery_id, self.retry),
+                    id=workflow_id(delivery_id),
+                    task_queue=self.task_queue,
+                    id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    static_summary=f"Webhook delivery {delivery_id}",
+                ),
+                timeout=self.start_timeout,
+            )
 
     async def aclose(self) -> None:
         """Nothing to release: the client belongs to the caller."""
