@@ -51,8 +51,8 @@ class Destinations:
 
     def address_problem(self, address: IPAddress) -> str | None:
         """Why a webhook must not be sent to this address (None: it may)."""
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
+        if isinstance(address, ipaddress.IPv6Address):
+            address = _embedded_ipv4(address) or address  # ::ffff:127.0.0.1 reaches 127.0.0.1
         if any(address in network for network in self.allowed_networks):
             return None
         if address.is_unspecified:
@@ -68,6 +68,25 @@ class Destinations:
         else:
             return None
         return f"Refused: {address} is {kind}"
+
+
+# Prefixes whose last 32 bits are an IPv4 address that a gateway (NAT64) or the host itself may reach.
+_IPV4_IN_LAST_32_BITS = (
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64, well-known prefix
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # NAT64, local use
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated, still routed by some stacks)
+)
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to, if it embeds one (mapped, NAT64, 6to4, IPv4-compatible)."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if any(address in network for network in _IPV4_IN_LAST_32_BITS) and int(address) & 0xFFFFFFFF > 1:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
 
 
 def _literal_address(host: str) -> IPAddress | None:

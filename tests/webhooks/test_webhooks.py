@@ -294,6 +294,10 @@ async def test_a_rotated_secret_signs_beside_the_new_one_until_its_grace_ends(
         ("http://127.0.0.1:9/", "loopback"),
         ("http://[::1]/", "loopback"),
         ("http://[::ffff:127.0.0.1]/", "loopback"),
+        ("http://[64:ff9b::a00:1]/", "private"),  # NAT64 of 10.0.0.1
+        ("http://[2002:7f00:1::]/", "loopback"),  # 6to4 of 127.0.0.1
+        ("http://[::127.0.0.1]/", "loopback"),  # IPv4-compatible
+        ("http://[ff02::1]/", "not a public address"),
         ("http://100.100.100.200/", "not a public address"),
         ("http://0.0.0.0/", "not a public address"),
     ],
