@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -16,7 +17,9 @@ from temporalio.testing import WorkflowEnvironment
 from core.webhook_rules import Destinations
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, temporal_stack
+from tests.db_helpers import original_key_of
 from tests.factories import UserWithKey, make_album, make_image, make_user
+from tests.storage_faults import GatedStorage
 from tests.webhooks.receiver import HANG, Receiver, receiver
 
 LOOPBACK = ["127.0.0.0/8", "::1/128"]
@@ -39,7 +42,7 @@ async def stack(
         async with temporal_stack(env.client, db_url, storage, None, **settings) as h:
             yield h
         return
-    with LiveServer(make_settings(db_url, storage, **settings)) as api:
+    with LiveServer(make_settings(db_url, storage, **settings), storage=storage) as api:
         yield Harness(api.settings, engine_for(db_url), storage, api)
 
 
@@ -148,6 +151,32 @@ async def test_batch_and_job_events_are_signed_and_say_what_happened(
             assert (await http.get(result)).status_code == 401
             stranger = make_user(h.engine)
             assert (await http.get(result, headers=stranger.headers)).status_code == 404
+
+
+async def test_a_cancelled_batch_says_what_was_enhanced_and_refunded(
+    mode: str, temporal_env: WorkflowEnvironment, primary_db_url: str, tmp_path: Path
+) -> None:
+    storage = GatedStorage(tmp_path / "storage")
+    with receiver([200]) as rx:
+        async with stack(mode, temporal_env, primary_db_url, storage) as h, h.async_http() as http:
+            user = make_user(h.engine, tokens=100)
+            album = make_album(h.engine, user)
+            images = [make_image(h.engine, storage, album, sort_order=n) for n in range(3)]
+            storage.gate(original_key_of(h.engine, images[1]))  # the batch holds at the second photo
+            endpoint = await add_endpoint(http, user, rx.url(), events=["batch.cancelled", "batch.completed"])
+            enhanced = await http.post(f"/api/albums/{album}/enhance", headers=user.headers, json={"tier": "TIER_1K"})
+            batch_id = enhanced.json()["batchId"]
+            await asyncio.to_thread(storage.waiting.wait, 30)
+            cancelled = await http.post(f"/api/batches/{batch_id}/cancel", headers=user.headers)
+            assert cancelled.status_code == 202, cancelled.text
+            [delivery] = await settled(http, user, endpoint["id"])
+    assert delivery["eventType"] == "batch.cancelled" and delivery["status"] == "DELIVERED"
+    [request] = rx.received
+    data = verified(endpoint["secret"], request)["data"]
+    assert (data["batchId"], data["status"], data["completed"], data["cancelled"]) == (batch_id, "CANCELLED", 1, 2)
+    assert (data["tokensCharged"], data["tokensRefunded"]) == (6, 4)
+    assert [job["status"] for job in data["jobs"]] == ["COMPLETED", "CANCELLED", "CANCELLED"]
+    assert "result" in data["jobs"][0]["links"] and "result" not in data["jobs"][1]["links"]
 
 
 async def test_a_receiver_that_hangs_never_holds_the_batch(primary_db_url: str, storage: LocalStorage) -> None:
