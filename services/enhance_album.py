@@ -107,7 +107,9 @@ async def enhance_album(
             await start(charged.to_start)
         except Exception:
             log.exception("could not start batch %s; refunding it", charged.to_start.batch_id)
-            await anyio.to_thread.run_sync(_refund_unstarted, session, charged.to_start, command.idempotency_key)
+            await anyio.to_thread.run_sync(
+                _refund_unstarted, session, charged.to_start, command.idempotency_key, webhooks.links_base(settings)
+            )
             return charged.outcome  # started by the reconciler meanwhile: the charge stands
         await anyio.to_thread.run_sync(_mark_started, session, charged.to_start.batch_id)
     return charged.outcome
@@ -206,10 +208,11 @@ def _count_request(session: Session, settings: Settings, user_id: str) -> RateLi
         )
 
 
-def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None) -> None:
+def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None, links_base: str) -> None:
     """The batch could not be started: refund it, then raise BatchStartFailed (said only once refunded)."""
     with transaction(session):
-        refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, "The workflow could not be started")
+        reason = "The workflow could not be started"
+        refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, reason, links_base)
         # Started meanwhile by the reconciler (same workflow id): the batch runs, so the charge stands.
         started = session.get_one(Batch, inp.batch_id).status != BatchStatus.FAILED
         if not started and key is not None:
