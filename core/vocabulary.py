@@ -121,8 +121,6 @@ class DeliveryStatus(StrEnum):
     FAILED = "FAILED"  # given up: out of time, refused (e.g. a private address), or the endpoint was disabled
 
 
-# Application error type of a delivery attempt that no retry can fix (refused address, disabled endpoint...).
-WEBHOOK_REFUSED_ERROR = "WebhookRefused"
 # What a delivery attempt keeps of the receiver's answer and of its error, in characters, and reads of its body.
 MAX_WEBHOOK_EXCERPT = 500
 MAX_WEBHOOK_RESPONSE_BYTES = 64 * 1024

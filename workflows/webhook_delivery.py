@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from core.contracts import GiveUpWebhookInput, WebhookAttemptInput, WebhookAttemptResult, WebhookDeliveryInput
-    from core.vocabulary import WEBHOOK_REFUSED_ERROR, Activity, DeliveryStatus
+    from core.vocabulary import Activity, DeliveryStatus
 
 # Beyond the attempt's own timeout (its HTTP request), the time its bookkeeping may take: two short transactions.
 ATTEMPT_BOOKKEEPING = timedelta(seconds=5)
@@ -45,8 +45,7 @@ class WebhookDeliveryWorkflow:
                     initial_interval=timedelta(seconds=retry.initial_interval_seconds),
                     backoff_coefficient=2.0,
                     maximum_interval=timedelta(seconds=retry.max_interval_seconds),
-                    non_retryable_error_types=[WEBHOOK_REFUSED_ERROR],
-                ),
+                ),  # an attempt that must not be retried (a refused address) returns, its delivery FAILED
             )
         except ActivityError as err:
             await workflow.execute_activity(

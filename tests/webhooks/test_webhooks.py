@@ -270,6 +270,27 @@ async def test_attempt_timeouts_hold_on_saturated_cores(primary_db_url: str, sto
     assert delivery["attempts"][-1]["statusCode"] == 200
 
 
+async def test_a_delivery_out_of_time_is_given_up(
+    mode: str, temporal_env: WorkflowEnvironment, primary_db_url: str, storage: LocalStorage
+) -> None:
+    with receiver([500]) as rx:
+        async with (
+            stack(mode, temporal_env, primary_db_url, storage, webhook_retry_for_seconds=1.5) as h,
+            h.async_http() as http,
+        ):
+            user = make_user(h.engine)
+            endpoint = await add_endpoint(http, user, rx.url())
+            await send_test(http, user, endpoint["id"])
+            [delivery] = await settled(http, user, endpoint["id"])
+            shown = (await http.get(f"/api/webhooks/{endpoint['id']}", headers=user.headers)).json()
+    assert delivery["status"] == "FAILED"
+    assert delivery["error"].startswith("Not delivered within 1.5 s; last error:")
+    assert "HTTP 500" in delivery["error"]
+    assert len(delivery["attempts"]) >= 2 and all(a["statusCode"] == 500 for a in delivery["attempts"])
+    assert len(rx.received) == len(delivery["attempts"])
+    assert shown["enabled"] is True and shown["failingSince"] is not None  # failing, not yet for days
+
+
 # Secrets -------------------------------------------------------------------------------------------------------------
 
 
