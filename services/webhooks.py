@@ -22,8 +22,8 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from core.config import Settings
 from core.contracts import WebhookDeliveryInput, WebhookRetry
 from core.errors import InvalidRequest, NotFound
+from core.vocabulary import BATCH_EVENTS, DeliveryStatus, WebhookEvent
 from core.vocabulary import WEBHOOK_TEST_EVENT as WEBHOOK_TEST_EVENT
-from core.vocabulary import DeliveryStatus, WebhookEvent
 from core.webhook_rules import Destinations
 from db import webhook_outbox
 from db.models import (
@@ -40,7 +40,8 @@ from workflows.webhook_delivery import WebhookDeliveryWorkflow, workflow_id
 log = logging.getLogger(__name__)
 
 ALL_EVENTS = tuple(event.value for event in WebhookEvent)
-BATCH_EVENTS = (WebhookEvent.BATCH_COMPLETED, WebhookEvent.BATCH_CANCELLED, WebhookEvent.BATCH_FAILED)
+CALLBACK_EVENTS = tuple(BATCH_EVENTS.values())  # a callbackUrl hears its batch's end
+NO_CALLBACK_SECRET = "Create a callback secret first (POST /api/webhooks/callback-secret) to use callbackUrl"
 MAX_ENDPOINTS_PER_USER = 10
 DELIVERIES_LISTED = 50
 
@@ -326,12 +327,12 @@ def add_callback(session: Session, user_id: str, batch_id: str, url: str, rules:
     check_url(url, rules)
     key = session.get(WebhookCallbackSecret, user_id)
     if key is None:
-        raise InvalidRequest("Create a callback secret first (POST /api/webhooks/callback-secret) to use callbackUrl")
+        raise InvalidRequest(NO_CALLBACK_SECRET)
     session.add(
         WebhookEndpoint(
             user_id=user_id,
             url=url,
-            events=" ".join(BATCH_EVENTS),
+            events=" ".join(CALLBACK_EVENTS),
             description=f"callbackUrl of batch {batch_id}",
             secret=key.secret,
             previous_secret=key.previous_secret,
@@ -346,7 +347,7 @@ def check_callback(session: Session, user_id: str, url: str, rules: Destinations
     """Refuse a callbackUrl before anything is charged: a bad URL, or no callback secret to sign with."""
     check_url(url, rules)
     if session.get(WebhookCallbackSecret, user_id) is None:
-        raise InvalidRequest("Create a callback secret first (POST /api/webhooks/callback-secret) to use callbackUrl")
+        raise InvalidRequest(NO_CALLBACK_SECRET)
 
 
 def event_type_of(session: Session, delivery: WebhookDelivery) -> str:
