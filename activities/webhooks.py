@@ -134,9 +134,11 @@ class WebhookActivities:
 
     @activity.defn(name=Activity.GIVE_UP_WEBHOOK)
     def give_up(self, inp: GiveUpWebhookInput) -> None:
-        """Mark a delivery still PENDING as FAILED: it ran out of time."""
+        """Mark a delivery still PENDING as FAILED: it ran out of time (its last attempt's error is kept)."""
         with session_scope(self.engine) as session:
-            _close(session, inp.delivery_id, DeliveryStatus.FAILED, inp.reason)
+            delivery = session.get(WebhookDelivery, inp.delivery_id)
+            last = delivery.error if delivery is not None else None
+            _close(session, inp.delivery_id, DeliveryStatus.FAILED, f"{inp.reason}; last error: {last or 'none'}")
 
     # Steps ---------------------------------------------------------------------------------------------------------
 

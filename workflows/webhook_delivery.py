@@ -47,10 +47,10 @@ class WebhookDeliveryWorkflow:
                     maximum_interval=timedelta(seconds=retry.max_interval_seconds),
                 ),  # an attempt that must not be retried (a refused address) returns, its delivery FAILED
             )
-        except ActivityError as err:
+        except ActivityError:  # out of time: the last attempt's error is on the delivery's row
             await workflow.execute_activity(
                 Activity.GIVE_UP_WEBHOOK,
-                GiveUpWebhookInput(inp.delivery_id, give_up_reason(retry.give_up_after_seconds, err.cause or err)),
+                GiveUpWebhookInput(inp.delivery_id, give_up_reason(retry.give_up_after_seconds)),
                 start_to_close_timeout=BOOKKEEPING_TIMEOUT,
                 retry_policy=BOOKKEEPING_RETRY,
             )
@@ -58,7 +58,7 @@ class WebhookDeliveryWorkflow:
         return DeliveryStatus.DELIVERED if result.delivered else DeliveryStatus.FAILED
 
 
-def give_up_reason(give_up_after_seconds: float, last_error: object) -> str:
+def give_up_reason(give_up_after_seconds: float) -> str:
     hours = give_up_after_seconds / 3600
     span = f"{hours:g} h" if hours >= 1 else f"{give_up_after_seconds:g} s"
-    return f"Not delivered within {span}; last error: {last_error}"
+    return f"Not delivered within {span}"

@@ -39,13 +39,11 @@ class DirectWebhooks:
                 result = await self.webhooks.attempt_once(WebhookAttemptInput(delivery_id))
                 if not result.retry:
                     return
-                last_error: object = result.error
-            except Exception as exc:  # the database, most likely: the attempt is tried again like any other
+            except Exception:  # the database, most likely: the attempt is tried again like any other
                 log.warning("webhook delivery %s: attempt %s failed", delivery_id, attempt, exc_info=True)
-                last_error = exc
             delay = exponential_delay(retry.initial_interval_seconds, retry.max_interval_seconds, attempt)
             if loop.time() - started + delay > retry.give_up_after_seconds:
-                reason = give_up_reason(retry.give_up_after_seconds, last_error)
+                reason = give_up_reason(retry.give_up_after_seconds)
                 await asyncio.to_thread(self.webhooks.give_up, GiveUpWebhookInput(delivery_id, reason))
                 return
             await asyncio.sleep(delay)

@@ -27,6 +27,7 @@ from core.webhook_rules import Destinations
 from db.models import (
     Album,
     Batch,
+    DeliveryStatus,
     EnhancementJob,
     IdempotencyRecord,
     Image,
@@ -40,7 +41,7 @@ from db.session import session_scope
 from services import webhooks
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
-from tests.db_helpers import assert_balance_matches_ledger, batch_row
+from tests.db_helpers import assert_balance_matches_ledger, batch_row, end_pending_deliveries
 from tests.factories import UserWithKey, jpeg_bytes, make_album, make_image, make_pending_job, make_user
 
 NOT_OWNER = "You do not own this album"
@@ -139,14 +140,16 @@ def make_victim(h: Harness) -> Victim:
         hook = webhooks.create_endpoint(
             session, user.id, webhooks.EndpointSpec(VICTIM_HOOK, ("batch.completed",)), Destinations()
         )
-        delivery = webhooks.send_test(session, hook).id  # a row nobody starts
+        delivery = webhooks.send_test(session, hook)
+        delivery.status = DeliveryStatus.FAILED  # a row nobody starts, and the reconciler leaves alone
+        session.add(delivery)
     ids = {
         "albumId": album,
         "imageId": image,
         "jobId": job,
         "batchId": pending_batch,
         "webhookId": hook.id,
-        "deliveryId": delivery,
+        "deliveryId": delivery.id,
     }
     names = ["victim-secret-name", "Victim's private album", VICTIM_HOOK, hook.secret]
     return Victim(user, ids, [user.id, user.email, user.api_key, *names, done_batch, pending_image, *ids.values()])
@@ -355,6 +358,7 @@ def test_another_users_resources_are_refused_and_left_untouched(direct_harness: 
         assert allowed, f"{route.key} for the owner: {response.status_code} {response.text}"
         if route.key == "POST /api/albums/{albumId}/enhance":
             wait_for_batch(h, response.json()["batchId"])
+    end_pending_deliveries(h.engine)  # the owner's test send has no receiver
     # The owner's upload was named "../../../escape.jpg": the name is kept for display, never used in a path.
     stored = [p for p in h.storage.root.rglob("*") if p.is_file()]
     assert stored and not any("escape" in str(p) for p in stored)
