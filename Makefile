@@ -58,11 +58,14 @@ browser:
 		echo "warning: the browser and metadata tests need $(TEST_PACKAGES) (Debian packages); they will skip"; \
 	fi
 
+# Webhooks in development may go to a receiver on this machine over http (loopback only; never private networks).
+DEV_WEBHOOKS := WEBHOOK_ALLOWED_NETWORKS='["127.0.0.0/8","::1/128"]' WEBHOOK_ALLOW_HTTP=true
+
 dev: setup          ## Temporal dev server + worker + API on 127.0.0.1:8000
-	$(BIN)/album-enhance dev
+	$(DEV_WEBHOOKS) $(BIN)/album-enhance dev
 
 dev-direct: setup   ## API only, batches run in-process (no Temporal)
-	$(BIN)/album-enhance dev --direct
+	$(DEV_WEBHOOKS) $(BIN)/album-enhance dev --direct
 
 worker: setup       ## one more worker against TEMPORAL_ADDRESS
 	$(BIN)/python worker.py

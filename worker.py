@@ -14,6 +14,7 @@ from temporalio.runtime import Runtime
 from temporalio.worker import Interceptor, Worker
 
 from activities.batch import BatchActivities
+from activities.webhooks import WebhookActivities
 from core.config import Settings, get_settings
 from core.errors import StartupRefused
 from db.session import PoolSettings, check_schema, make_engine
@@ -22,6 +23,7 @@ from services.batches import engine_config, super_resolution_processes, verify_s
 from services.deployment import ForeignTaskGuard, verify_storage
 from services.launcher import StepSignals, TemporalLauncher
 from services.reconciler import reconcile_forever
+from services.webhooks import TemporalWebhooks, WebhookStarts, links_base, webhook_retry
 from storage.base import Storage
 from storage.factory import storage_from
 from telemetry.logs import configure_logging
@@ -29,6 +31,7 @@ from telemetry.metrics import TemporalSdkMetrics, serve_worker_metrics
 from telemetry.tracing import export_traces, temporal_interceptors
 from telemetry.worker import ProductMetricsInterceptor
 from workflows.batch_enhance import BatchEnhanceWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 # Each waiting activity poll holds an activity slot. Eager dispatch needs a free slot when the workflow task that
 # schedules the next image completes; with as many pollers as spare slots (the default 5) none is ever free, and
@@ -56,6 +59,15 @@ def worker_activities(engine: Engine, storage: Storage, settings: Settings, clie
         on_step=StepSignals(client, asyncio.get_running_loop()),
         engine_config=engine_config(settings),
         engine_threads=settings.image_workers,
+        on_webhooks=WebhookStarts(temporal_webhooks(client, settings), asyncio.get_running_loop()),
+        links_base=links_base(settings),
+    )
+
+
+def temporal_webhooks(client: Client, settings: Settings) -> TemporalWebhooks:
+    """Webhook deliveries as workflows on the batch queue (their activities are light: HTTP and bookkeeping)."""
+    return TemporalWebhooks(
+        client, settings.task_queue, webhook_retry(settings), settings.workflow_start_timeout_seconds
     )
 
 
@@ -78,7 +90,7 @@ def _worker(
     return Worker(
         client,
         task_queue=queue,
-        workflows=[BatchEnhanceWorkflow] if queue == settings.task_queue else [],
+        workflows=[BatchEnhanceWorkflow, WebhookDeliveryWorkflow] if queue == settings.task_queue else [],
         activities=activities,
         activity_executor=pool,
         max_concurrent_activities=slots,
@@ -112,7 +124,8 @@ async def running_workers(
         if settings.task_queue in queues:
             slots = activity_slots(settings)
             pool = pools.enter_context(ThreadPoolExecutor(slots, thread_name_prefix="activity"))
-            workers.append(_worker(client, settings, settings.task_queue, activities.all(), slots, pool, interceptors))
+            served = [*activities.all(), *WebhookActivities.for_settings(activities.engine, settings).all()]
+            workers.append(_worker(client, settings, settings.task_queue, served, slots, pool, interceptors))
         if settings.sr_task_queue in queues and settings.sr_task_queue != settings.task_queue:
             slots = settings.sr_processes  # one image per child process: a task is taken only when one is free
             pool = pools.enter_context(ThreadPoolExecutor(slots, thread_name_prefix="sr"))
@@ -169,7 +182,14 @@ async def run_worker(settings: Settings) -> None:
     drain = asyncio.create_task(_drain_forever(sdk_metrics)) if sdk_metrics is not None else None
     try:
         async with running_workers(client, settings, activities, [ProductMetricsInterceptor(engine)]):
-            await reconcile_forever(engine, launcher, settings, storage, ended_status=launcher.ended_status)
+            await reconcile_forever(
+                engine,
+                launcher,
+                settings,
+                storage,
+                ended_status=launcher.ended_status,
+                webhooks=temporal_webhooks(client, settings),
+            )
     finally:
         if drain is not None:
             drain.cancel()

@@ -43,7 +43,7 @@ from core.vocabulary import (
     OutputFormat,
     Tier,
 )
-from db import ledger
+from db import ledger, webhook_outbox
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from db.session import session_scope
 from imaging import (
@@ -170,6 +170,8 @@ def checkpoint(step: str | None = None) -> None:
 
 # Tells the batch's driver about a job's step: (batch id, job id, step).
 StepListener = Callable[[str, str, str], None]
+# Starts the webhook deliveries of committed events (never waits, never raises: see services.webhooks.WebhookStarts).
+DeliveryStarter = Callable[[list[str]], None]
 
 
 @dataclass(frozen=True)
@@ -196,6 +198,8 @@ class BatchActivities:
         engine_config: EngineConfig | None = None,
         engine_threads: int | None = None,
         sr_processes: SuperResolutionProcesses | None = None,
+        on_webhooks: DeliveryStarter | None = None,
+        links_base: str = "",
     ) -> None:
         """`engine_threads` bounds how many images are enhanced at once when more jobs than that may run at a time
         (a worker with spare activity slots); None when the caller's thread pool bounds it already.
@@ -210,6 +214,10 @@ class BatchActivities:
         self.engine_config = engine_config  # None: the classic engine only
         self._engine_gate = threading.BoundedSemaphore(engine_threads) if engine_threads is not None else None
         self.sr_processes = sr_processes
+        # Jobs and batches record their webhook events with their own change (db.webhook_outbox); once committed,
+        # the deliveries are started here (a lost start is the reconciler's).
+        self.on_webhooks = on_webhooks
+        self.links_base = links_base
 
     def ungated(self) -> "BatchActivities":
         """These activities without the engine gate, for a pool whose every thread may enhance at once."""
@@ -338,9 +346,13 @@ class BatchActivities:
     @activity.defn(name=Activity.CLOSE_JOB)
     def close_job(self, inp: CloseJobInput) -> CloseJobResult:
         """Close an unfinished job as FAILED or CANCELLED and refund its cost exactly once."""
+        deliveries: list[str] = []
         with session_scope(self.engine) as session:
             refunded = ledger.refund_job(session, inp.job_id, JobStatus(inp.status), inp.reason)
             status = session.get_one(EnhancementJob, inp.job_id).status
+            if refunded:  # closed by this call: its event goes with it
+                deliveries = webhook_outbox.record_job_event(session, inp.job_id, self.links_base)
+        self._start_deliveries(deliveries)
         return CloseJobResult(job_id=inp.job_id, status=status, tokens_refunded=refunded)
 
     @activity.defn(name=Activity.SET_BATCH_STATUS)
@@ -357,13 +369,21 @@ class BatchActivities:
 
     @activity.defn(name=Activity.FINISH_BATCH)
     def finish_batch(self, inp: FinishBatchInput) -> None:
-        """Record the final status of a batch."""
+        """Record the final status of a batch (and its webhook event, with it)."""
+        deliveries: list[str] = []
         with session_scope(self.engine) as session:
-            session.exec(
+            finished = session.exec(
                 update(Batch)
                 .where(col(Batch.id) == inp.batch_id, col(Batch.status).in_(UNFINISHED_BATCH_STATUSES))
                 .values(status=BatchStatus(inp.status), finished_at=utcnow())
             )
+            if finished.rowcount:
+                deliveries = webhook_outbox.record_batch_event(session, inp.batch_id, self.links_base)
+        self._start_deliveries(deliveries)
+
+    def _start_deliveries(self, delivery_ids: list[str]) -> None:
+        if delivery_ids and self.on_webhooks is not None:
+            self.on_webhooks(delivery_ids)
 
     def _claim(self, job_id: str) -> _Claim:
         """Mark an unfinished job PROCESSING (one more attempt); a finished one is returned as it is."""
@@ -407,8 +427,10 @@ class BatchActivities:
                 )
                 .returning(col(EnhancementJob.id))
             ).one_or_none()
+            deliveries = webhook_outbox.record_job_event(session, job_id, self.links_base) if done else []
         if done is None:
             return None
+        self._start_deliveries(deliveries)
         return ProcessJobResult(job_id=job_id, status=JobStatus.COMPLETED, width=width, height=height, size_bytes=size)
 
     def _result_of(self, job_id: str) -> ProcessJobResult:

@@ -17,13 +17,15 @@ from api.state import app_state
 from core.config import Settings
 from core.errors import Forbidden, InvalidRequest, NotFound, TooManyFailedAuthentications, Unauthorized
 from core.vocabulary import OutputFormat
-from db.models import Album, Batch, EnhancementJob, Image, User, UserSession
+from db.models import Album, Batch, EnhancementJob, Image, User, UserSession, WebhookEndpoint
 from db.session import transaction, without_waiting
+from services import webhooks
 from services.accounts import csrf_matches, note_session_use, session_use_due, user_of_session
 from services.launcher import BatchLauncher
 from services.mail import Mailer
 from services.uploads import DecodeSlots
 from services.users import key_of, key_use_due, note_key_use
+from services.webhooks import WebhookLauncher
 from storage.base import Storage
 
 T = TypeVar("T")
@@ -207,6 +209,25 @@ def get_owned_batch(batch_id: Annotated[str, Path(alias="batchId")], user: Curre
 OwnedBatch = Annotated[Batch, Depends(get_owned_batch)]
 
 
+def get_owned_webhook(
+    endpoint_id: Annotated[str, Path(alias="webhookId")], user: CurrentUser, session: SessionDep
+) -> WebhookEndpoint:
+    return webhooks.owned_endpoint(session, user.id, endpoint_id)
+
+
+OwnedWebhook = Annotated[WebhookEndpoint, Depends(get_owned_webhook)]
+
+
+def get_webhook_launcher(request: Request) -> WebhookLauncher:
+    launcher = app_state(request.app).webhooks
+    if launcher is None:
+        raise RuntimeError("the application was started without a webhook launcher")
+    return launcher
+
+
+WebhookLauncherDep = Annotated[WebhookLauncher, Depends(get_webhook_launcher)]
+
+
 ENHANCE_FIELDS = tuple(str(field.alias) for field in EnhanceRequest.model_fields.values())
 
 
@@ -239,6 +260,8 @@ async def parse_enhance_request(request: Request) -> EnhanceRequest:
             raise InvalidRequest(f"Invalid outputFormat. Must be one of: {formats}") from exc
         if "keepLocation" in fields:
             raise InvalidRequest("keepLocation must be a boolean") from exc
+        if "callbackUrl" in fields:
+            raise InvalidRequest("callbackUrl must be a URL (a string of at most 2000 characters)") from exc
         raise InvalidRequest("skipAlreadyEnhanced must be a boolean") from exc
 
 

@@ -12,9 +12,11 @@ import anyio
 import anyio.to_thread
 from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
+from sqlalchemy import Engine
 from temporalio.client import Client
 
 from activities.batch import BatchActivities
+from activities.webhooks import WebhookActivities
 from api import health
 from api.errors import install_error_handlers
 from api.headers import SecurityHeaders
@@ -33,7 +35,20 @@ from api.limits import (
     HealthLimiters,
     LongLivedBudgets,
 )
-from api.routes import account, albums, auth, batch_events, batches, deletion, downloads, images, jobs, me, thumbnails
+from api.routes import (
+    account,
+    albums,
+    auth,
+    batch_events,
+    batches,
+    deletion,
+    downloads,
+    images,
+    jobs,
+    me,
+    thumbnails,
+    webhooks,
+)
 from api.state import AppState, install_state
 from core.config import Settings, get_settings
 from db.session import PoolSettings, check_schema, make_engine
@@ -43,17 +58,38 @@ from services.launcher import BatchLauncher, TemporalLauncher
 from services.mail import mailer_from
 from services.reconciler import reconcile_forever
 from services.uploads import DecodeSlots
+from services.webhooks import (
+    TemporalWebhooks,
+    WebhookLauncher,
+    WebhookStarts,
+    links_base,
+    webhook_retry,
+)
 from storage.base import Storage
 from storage.factory import storage_from
 from telemetry.api import MeteredLauncher, add_metrics_route
 from telemetry.tracing import instrument, temporal_interceptors
 from web import app as web
 from workflows.direct import DirectLauncher
+from workflows.webhook_direct import DirectWebhooks
 
 log = logging.getLogger(__name__)
 
 api_router = APIRouter(prefix="/api")
-for module in (me, albums, images, jobs, batches, batch_events, thumbnails, downloads, deletion, auth, account):
+for module in (
+    me,
+    albums,
+    images,
+    jobs,
+    batches,
+    batch_events,
+    thumbnails,
+    downloads,
+    deletion,
+    auth,
+    account,
+    webhooks,
+):
     api_router.include_router(module.router)
 
 
@@ -75,6 +111,15 @@ def _make_launcher(
     if client is None:
         return DirectLauncher(activities, executor, settings.direct_poll_interval_seconds)
     return TemporalLauncher(client, settings.task_queue, settings.workflow_start_timeout_seconds)
+
+
+def _webhook_launcher(settings: Settings, client: Client | None, engine: Engine) -> WebhookLauncher:
+    """Deliveries as workflows (Temporal mode), or in this process with the same attempts (direct mode)."""
+    if client is not None:
+        return TemporalWebhooks(
+            client, settings.task_queue, webhook_retry(settings), settings.workflow_start_timeout_seconds
+        )
+    return DirectWebhooks(WebhookActivities.for_settings(engine, settings), webhook_retry(settings))
 
 
 def _openapi_without_framework_422(app: FastAPI) -> dict[str, Any]:
@@ -145,6 +190,8 @@ def create_app(
         executor = ThreadPoolExecutor(max_workers=settings.image_workers, thread_name_prefix="image")
         # Direct mode runs batches here: the network in child processes (started on first use), as a worker does.
         processes = super_resolution_processes(settings) if settings.execution_mode == "direct" else None
+        client = await _temporal_client(settings)
+        deliveries = _webhook_launcher(settings, client, engine)
         activities = BatchActivities(
             engine,
             store,
@@ -153,8 +200,9 @@ def create_app(
             settings.activity_progress_interval_seconds,
             engine_config=engine_config(settings),
             sr_processes=processes,
+            on_webhooks=WebhookStarts(deliveries, asyncio.get_running_loop()),
+            links_base=links_base(settings),
         )
-        client = await _temporal_client(settings)
         launcher: BatchLauncher = MeteredLauncher(_make_launcher(settings, client, activities, executor))
         if wrap_launcher is not None:
             launcher = wrap_launcher(launcher)
@@ -174,17 +222,21 @@ def create_app(
                     settings.auth_failures_per_address, settings.auth_failure_window_seconds
                 ),
                 mailer=mailer_from(settings),
+                webhooks=deliveries,
             ),
         )
         reconciler = None
         if settings.execution_mode == "direct":
-            reconciler = asyncio.create_task(reconcile_forever(engine, launcher, settings, store, direct=True))
+            reconciler = asyncio.create_task(
+                reconcile_forever(engine, launcher, settings, store, direct=True, webhooks=deliveries)
+            )
         try:
             yield
         finally:
             if reconciler is not None:
                 reconciler.cancel()
             await launcher.aclose()
+            await deliveries.aclose()
             executor.shutdown(wait=True, cancel_futures=True)
             if processes is not None:
                 processes.close()

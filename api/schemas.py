@@ -136,6 +136,15 @@ class EnhanceRequest(ApiModel):
         description="Keep the photos' location (GPS and place names) in the results' metadata. Default: the "
         "service's KEEP_LOCATION_DEFAULT (off). The rest of the metadata (date, camera, keywords...) is always kept.",
     )
+    callback_url: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=2000,
+        pattern=NO_NUL,
+        description="Where to POST the batch's final event (batch.completed, batch.cancelled or batch.failed), "
+        "signed with your callback secret (POST /api/webhooks/callback-secret); an https URL on a public address. "
+        "Ignored when nothing needs enhancing.",
+    )
 
     @field_validator("image_ids")
     @classmethod
@@ -231,3 +240,76 @@ class BatchCommandOut(ApiModel):
 
     batch_id: str
     status: BatchStatusName
+
+
+# Webhooks -------------------------------------------------------------------------------------------------------------
+
+WEBHOOK_EVENTS_DOC = (
+    "Event types: batch.completed, batch.cancelled, batch.failed, job.completed, job.failed (default: all of them)"
+)
+
+
+class WebhookEndpointCreate(ApiModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    url: str = Field(min_length=1, max_length=2000, pattern=NO_NUL, description="An https URL on a public address")
+    events: list[Annotated[str, Field(max_length=40)]] | None = Field(
+        default=None, max_length=10, description=WEBHOOK_EVENTS_DOC
+    )
+    description: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
+
+
+class WebhookEndpointUpdate(ApiModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+    enabled: bool | None = Field(default=None, strict=True, description="true re-enables a disabled endpoint")
+    events: list[Annotated[str, Field(max_length=40)]] | None = Field(default=None, max_length=10)
+    rotate_secret: bool = Field(
+        default=False,
+        strict=True,
+        description="A new secret (in the answer, once); the old one keeps signing beside it for a grace period",
+    )
+
+
+class WebhookEndpointOut(ApiModel):
+    id: str
+    url: str
+    events: list[str]
+    description: str | None
+    enabled: bool
+    disabled_reason: str | None
+    failing_since: datetime | None
+    created_at: datetime
+    secret: str | None = Field(default=None, description="Only when created or rotated: keep it, it is not shown again")
+    previous_secret_expires_at: datetime | None = None
+
+
+class WebhookEndpointsOut(ApiModel):
+    endpoints: list[WebhookEndpointOut]
+
+
+class WebhookAttemptOut(ApiModel):
+    number: int
+    started_at: datetime
+    finished_at: datetime | None = Field(description="Empty while the attempt runs, or if its worker died")
+    status_code: int | None
+    latency_ms: int | None
+    error: str | None
+    response_excerpt: str | None
+
+
+class WebhookDeliveryOut(ApiModel):
+    id: str
+    webhook_id: str = Field(description="The message's id: the `webhook-id` header of every attempt")
+    event_type: str
+    status: Literal["PENDING", "DELIVERED", "FAILED"]
+    error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+    attempts: list[WebhookAttemptOut]
+
+
+class WebhookDeliveriesOut(ApiModel):
+    deliveries: list[WebhookDeliveryOut]
+
+
+class CallbackSecretOut(ApiModel):
+    secret: str = Field(description="Signs the callbacks of enhance requests' callbackUrl; shown once")

@@ -12,6 +12,7 @@ from core.config import Settings
 from services.launcher import BatchLauncher
 from services.mail import Mailer
 from services.uploads import DecodeSlots
+from services.webhooks import WebhookLauncher
 from storage.base import Storage
 
 
@@ -28,6 +29,7 @@ class AppState:
     auth_throttle: FailedAuthThrottle
     event_reads: anyio.CapacityLimiter  # the threads event streams may use at once for their database reads
     mailer: Mailer
+    webhooks: WebhookLauncher | None = None  # starts webhook deliveries (on Temporal, or in this process)
 
 
 _KEY = "album_enhance"  # the one attribute of Starlette's untyped app.state this code uses

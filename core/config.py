@@ -1,5 +1,6 @@
 """The one settings object of the service, read from environment variables."""
 
+import ipaddress
 import math
 import os
 from functools import lru_cache
@@ -141,6 +142,15 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _webhook_networks_are_cidrs(self) -> "Settings":
+        for network in self.webhook_allowed_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"WEBHOOK_ALLOWED_NETWORKS: {network!r} is not a network (e.g. 127.0.0.0/8)") from None
+        return self
+
+    @model_validator(mode="after")
     def _pool_covers_concurrency(self) -> "Settings":
         if self.pool_size + self.db_max_overflow < self.connections_needed:
             raise ValueError(
@@ -217,6 +227,23 @@ class Settings(BaseSettings):
     storage_presigned_urls: bool = True
     storage_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
 
+    # Webhooks (services/webhooks, activities/webhooks). A delivery's attempts back off exponentially (doubling)
+    # from the initial interval to the maximum one, each bounded by WEBHOOK_ATTEMPT_TIMEOUT_SECONDS, until the
+    # delivery has been tried for WEBHOOK_RETRY_FOR_SECONDS (24 h). An endpoint whose deliveries have failed for
+    # WEBHOOK_DISABLE_AFTER_DAYS without one success is disabled. A rotated secret keeps signing beside the new
+    # one for WEBHOOK_SECRET_GRACE_SECONDS. Receivers must be public HTTPS addresses, checked after DNS at every
+    # attempt: WEBHOOK_ALLOWED_NETWORKS lists the CIDRs allowed anyway (e.g. ["127.0.0.0/8", "::1/128"] for a
+    # receiver on this machine, as `make dev` and the tests set), WEBHOOK_ALLOW_HTTP allows plain http.
+    # PUBLIC_URL (below, e.g. https://enhance.example.com) makes the links in events absolute; unset, they are paths.
+    webhook_attempt_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_initial_seconds: float = Field(default=5.0, gt=0)
+    webhook_retry_max_interval_seconds: float = Field(default=3600.0, gt=0)
+    webhook_retry_for_seconds: float = Field(default=24 * 3600.0, gt=0)
+    webhook_disable_after_days: float = Field(default=5.0, gt=0)
+    webhook_secret_grace_seconds: float = Field(default=24 * 3600.0, ge=0)
+    webhook_allowed_networks: list[str] = Field(default_factory=list)
+    webhook_allow_http: bool = False
+
     # Telemetry. Traces are exported over OTLP/HTTP only when an endpoint is set (e.g. http://collector:4318).
     otel_exporter_otlp_endpoint: str | None = None
     # A worker serves /metrics (product and Temporal SDK metrics) on this port when set; the API always does.
@@ -224,8 +251,9 @@ class Settings(BaseSettings):
     worker_metrics_host: str = "127.0.0.1"
     log_format: Literal["text", "json"] = "text"
 
-    # Accounts for people (services/accounts.py). PUBLIC_URL is where people reach the web app: the links in mails
-    # point there (unset: http://API_HOST:API_PORT), never to the Host a request claims. SMTP_URL sends mail
+    # Accounts for people (services/accounts.py). PUBLIC_URL is where people and clients reach the service: the
+    # links in mails point there (unset: http://API_HOST:API_PORT), never to the Host a request claims, and so do
+    # the links in webhook events (unset: paths). SMTP_URL sends mail
     # (smtp://user:password@host:587 with STARTTLS, smtps://...:465 for TLS from the start); unset, every mail is
     # written to the log instead (`make dev`). New accounts get SIGNUP_TOKENS once their email is verified.
     public_url: str | None = None

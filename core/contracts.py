@@ -161,3 +161,59 @@ class InProcessActivities(Protocol):
     def batch_commands(self, batch_id: str) -> BatchCommands | None:
         """The batch row's status and cancel flag (None: no such batch)."""
         ...
+
+
+@dataclass(frozen=True)
+class WebhookRetry:
+    """How one webhook delivery is retried: exponential backoff (doubling) from the initial interval up to the
+    maximum, each attempt bounded by its timeout, until the delivery has been tried for `give_up_after_seconds`
+    (derived from the settings by services.webhooks.webhook_retry)."""
+
+    initial_interval_seconds: float
+    max_interval_seconds: float
+    give_up_after_seconds: float
+    attempt_timeout_seconds: float
+
+
+@dataclass(frozen=True)
+class WebhookDeliveryInput:
+    """The delivery workflow's input: the delivery's id (its message and target are rows) and its retry rules."""
+
+    delivery_id: str
+    retry: WebhookRetry
+
+
+@dataclass(frozen=True)
+class WebhookAttemptInput:
+    delivery_id: str
+
+
+@dataclass(frozen=True)
+class WebhookAttemptResult:
+    """How one attempt ended: delivered (2xx), or not and whether another attempt may succeed (a refused address,
+    a disabled endpoint or a deleted one end the delivery at once; it is then FAILED already)."""
+
+    delivery_id: str
+    delivered: bool
+    retry: bool
+    status_code: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GiveUpWebhookInput:
+    """Mark a delivery that ran out of time FAILED."""
+
+    delivery_id: str
+    reason: str
+
+
+class InProcessWebhooks(Protocol):
+    """A webhook delivery's side effects as the in-process driver (workflows/webhook_direct.py) takes them: the
+    very functions the delivery workflow's activities run. activities.webhooks.WebhookActivities implements it."""
+
+    async def attempt_once(self, inp: WebhookAttemptInput) -> WebhookAttemptResult:
+        """One attempt, logged (its row written before the request and completed after it), within its timeout."""
+        ...
+
+    def give_up(self, inp: GiveUpWebhookInput) -> None: ...

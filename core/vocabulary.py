@@ -95,6 +95,8 @@ class Activity(StrEnum):
     CLOSE_JOB = "close_enhancement_job"
     SET_BATCH_STATUS = "set_batch_status"
     FINISH_BATCH = "finish_batch"
+    ATTEMPT_WEBHOOK = "attempt_webhook_delivery"
+    GIVE_UP_WEBHOOK = "give_up_webhook_delivery"
 
 
 class Signal(StrEnum):
@@ -123,3 +125,34 @@ MAX_PROGRESS = 100
 # Application error types that no retry can fix.
 INVALID_IMAGE_ERROR = "InvalidImage"
 MISSING_ORIGINAL_ERROR = "MissingOriginal"
+
+
+class WebhookEvent(StrEnum):
+    """The events a webhook endpoint can subscribe to (the `type` of a message)."""
+
+    BATCH_COMPLETED = "batch.completed"
+    BATCH_CANCELLED = "batch.cancelled"
+    BATCH_FAILED = "batch.failed"
+    JOB_COMPLETED = "job.completed"
+    JOB_FAILED = "job.failed"
+
+
+# The event a batch's final status sends.
+BATCH_EVENTS: dict[BatchStatus, WebhookEvent] = {
+    BatchStatus.COMPLETED: WebhookEvent.BATCH_COMPLETED,
+    BatchStatus.CANCELLED: WebhookEvent.BATCH_CANCELLED,
+    BatchStatus.FAILED: WebhookEvent.BATCH_FAILED,
+}
+# A test message sent from the settings panel or `POST /api/webhooks/{id}/test` (not subscribable: always sent).
+WEBHOOK_TEST_EVENT = "webhook.test"
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "PENDING"  # attempts go on (or are about to start)
+    DELIVERED = "DELIVERED"  # the receiver answered 2xx
+    FAILED = "FAILED"  # given up: out of time, refused (e.g. a private address), or the endpoint was disabled
+
+
+# What a delivery attempt keeps of the receiver's answer and of its error, in characters, and reads of its body.
+MAX_WEBHOOK_EXCERPT = 500
+MAX_WEBHOOK_RESPONSE_BYTES = 64 * 1024

@@ -11,11 +11,13 @@ from sqlmodel import Field, SQLModel
 
 # Re-exported for the callers that think in tables; defined once in core.vocabulary.
 from core.vocabulary import IN_FLIGHT_STATUSES as IN_FLIGHT_STATUSES
-from core.vocabulary import MAX_ERROR_MESSAGE, MAX_PROGRESS, result_media_type
+from core.vocabulary import MAX_ERROR_MESSAGE, MAX_PROGRESS, MAX_WEBHOOK_EXCERPT, result_media_type
 from core.vocabulary import BatchStatus as BatchStatus
+from core.vocabulary import DeliveryStatus as DeliveryStatus
 from core.vocabulary import JobStatus as JobStatus
 from core.vocabulary import OutputFormat as OutputFormat
 from core.vocabulary import Tier as Tier
+from core.webhook_rules import MAX_WEBHOOK_URL
 
 
 def utcnow() -> datetime:
@@ -260,3 +262,83 @@ class ThrottleHit(SQLModel, table=True):
     at_us: int = Field(sa_type=sa.BigInteger)
 
     __table_args__ = (sa.Index("ix_throttle_hit_key", "subject", "bucket", "at_us"),)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """Where a user's events are sent, signed with `secret` (and with `previous_secret` until it expires, after a
+    rotation). A callbackUrl is an endpoint of its own with `batch_id` set, signed with the user's callback
+    secret as it was when the batch was charged."""
+
+    __tablename__ = "webhook_endpoint"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    url: str = Field(max_length=MAX_WEBHOOK_URL)
+    events: str = Field(max_length=200)  # the subscribed event types, space-separated
+    description: str | None = Field(default=None, max_length=200)
+    secret: str = Field(max_length=100)
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_expires_at: datetime | None = timestamp_field(nullable=True)
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, max_length=200)
+    # The first failed attempt since the last success: an endpoint failing for WEBHOOK_DISABLE_AFTER_DAYS is disabled.
+    failing_since: datetime | None = timestamp_field(nullable=True)
+    # Set for an enhance request's callbackUrl: that batch's events only, and not listed among the user's endpoints.
+    batch_id: str | None = Field(default=None, foreign_key="batch.id", index=True)
+    created_at: datetime = timestamp_field()
+
+
+class WebhookMessage(SQLModel, table=True):
+    """One event, as sent: its id is the `webhook-id` of every attempt and redelivery, its body the exact bytes."""
+
+    __tablename__ = "webhook_message"
+
+    id: str = Field(primary_key=True, max_length=100)
+    user_id: str = Field(foreign_key="user.id", index=True)
+    event_type: str = Field(max_length=40)
+    body: str = Field(sa_type=sa.Text)
+    created_at: datetime = timestamp_field()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One message to one endpoint (a redelivery is a new delivery of the same message), and how it ended."""
+
+    __tablename__ = "webhook_delivery"
+
+    id: str = Field(default_factory=new_id, primary_key=True)
+    message_id: str = Field(foreign_key="webhook_message.id", index=True)
+    endpoint_id: str = Field(foreign_key="webhook_endpoint.id", index=True)
+    status: DeliveryStatus = Field(default=DeliveryStatus.PENDING, sa_type=sa.String(16), index=True)
+    attempts: int = 0
+    error: str | None = Field(default=None, max_length=MAX_WEBHOOK_EXCERPT)
+    created_at: datetime = timestamp_field()
+    finished_at: datetime | None = timestamp_field(nullable=True)
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One attempt of a delivery: written before the request is sent, completed when it ends (an attempt whose
+    worker died keeps `finished_at` empty)."""
+
+    __tablename__ = "webhook_attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    delivery_id: str = Field(foreign_key="webhook_delivery.id", index=True)
+    number: int
+    started_at: datetime = timestamp_field()
+    finished_at: datetime | None = timestamp_field(nullable=True)
+    status_code: int | None = None
+    latency_ms: int | None = None
+    error: str | None = Field(default=None, max_length=MAX_WEBHOOK_EXCERPT)
+    response_excerpt: str | None = Field(default=None, max_length=MAX_WEBHOOK_EXCERPT)
+
+
+class WebhookCallbackSecret(SQLModel, table=True):
+    """A user's secret for the callbackUrl of enhance requests (one per user, rotated like an endpoint's)."""
+
+    __tablename__ = "webhook_callback_secret"
+
+    user_id: str = Field(foreign_key="user.id", primary_key=True)
+    secret: str = Field(max_length=100)
+    previous_secret: str | None = Field(default=None, max_length=100)
+    previous_secret_expires_at: datetime | None = timestamp_field(nullable=True)
+    created_at: datetime = timestamp_field()

@@ -30,6 +30,8 @@ from db.models import (
     TokenTransaction,
     User,
     UserSession,
+    WebhookCallbackSecret,
+    WebhookEndpoint,
     utcnow,
 )
 from db.session import transaction
@@ -146,8 +148,21 @@ def delete_account(session: Session, user_id: str, thumbnail_size: int) -> list[
         ).all()
         keys += [key for key in leftovers if key is not None]
         session.exec(update(EnhancementJob).where(col(EnhancementJob.user_id) == user_id).values(enhanced_key=None))
-        for table in (UserSession, ApiKey, AccountToken, IdempotencyRecord, RateLimitHit):
+        for table in (UserSession, ApiKey, AccountToken, IdempotencyRecord, RateLimitHit, WebhookCallbackSecret):
             session.exec(delete(table).where(col(table.user_id) == user_id))
+        # Webhook endpoints stay as their delivery log's subject, but send nothing more and keep no address or secret.
+        session.exec(
+            update(WebhookEndpoint)
+            .where(col(WebhookEndpoint.user_id) == user_id)
+            .values(
+                enabled=False,
+                disabled_reason="account deleted",
+                url="https://deleted.invalid/",
+                secret="",
+                previous_secret=None,
+                description=None,
+            )
+        )
         session.exec(
             update(User)
             .where(col(User.id) == user_id)

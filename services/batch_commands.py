@@ -19,8 +19,9 @@ log = logging.getLogger(__name__)
 Deliver = Callable[[], None]
 
 
-def cancel(session: Session, batch_id: str, deliver: Deliver) -> BatchStatus:
-    """Cancel at any moment before the end; cancelling a cancelled batch again changes nothing."""
+def cancel(session: Session, batch_id: str, deliver: Deliver, links_base: str = "") -> BatchStatus:
+    """Cancel at any moment before the end; cancelling a cancelled batch again changes nothing. `links_base`
+    starts the links of the webhook event a batch closed here records."""
     with transaction(session):
         flagged = session.exec(
             update(Batch)
@@ -29,7 +30,7 @@ def cancel(session: Session, batch_id: str, deliver: Deliver) -> BatchStatus:
         )
         if flagged.rowcount:
             # Not known to have started: close it here; a workflow that did start unseen still gets the delivery.
-            close_unstarted(session, batch_id, BatchStatus.CANCELLED, "Batch cancelled")
+            close_unstarted(session, batch_id, BatchStatus.CANCELLED, "Batch cancelled", links_base)
     if not flagged.rowcount:
         return _already_final(session, batch_id)
     try:

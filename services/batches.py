@@ -11,7 +11,7 @@ from core.config import Settings
 from core.contracts import BatchEnhanceInput, RetrySettings
 from core.errors import StartupRefused
 from core.vocabulary import ACTIVE_BATCH_STATUSES, TIERS, Tier
-from db import ledger
+from db import ledger, webhook_outbox
 from db.models import Batch, BatchStatus, EnhancementJob, Image, JobStatus, utcnow
 from imaging import ProcessLimits, SuperResolutionProcesses, SuperResolutionUnavailableError, sr
 from imaging.config import EngineConfig, wants_super_resolution
@@ -192,7 +192,7 @@ def mark_started(session: Session, batch_id: str) -> None:
     )
 
 
-def close_unstarted(session: Session, batch_id: str, final: BatchStatus, reason: str) -> int:
+def close_unstarted(session: Session, batch_id: str, final: BatchStatus, reason: str, links_base: str = "") -> int:
     """Close a batch not known to have started and refund its PENDING jobs; returns tokens refunded.
 
     A PROCESSING job means a workflow did start after all: its activity may still finish, so the workflow
@@ -206,13 +206,16 @@ def close_unstarted(session: Session, batch_id: str, final: BatchStatus, reason:
     if not moved.rowcount:
         return 0
     job_status = JobStatus.CANCELLED if final == BatchStatus.CANCELLED else JobStatus.FAILED
-    return sum(
+    refunded = sum(
         ledger.refund_job(session, job.id, job_status, reason, from_statuses=(JobStatus.PENDING,))
         for job in jobs_of(session, batch_id)
     )
+    # Its event goes with it; the reconciler starts the delivery (no driver runs this batch to do so).
+    webhook_outbox.record_batch_event(session, batch_id, links_base)
+    return refunded
 
 
-def close_abandoned(session: Session, batch_id: str, final: BatchStatus, reason: str) -> int:
+def close_abandoned(session: Session, batch_id: str, final: BatchStatus, reason: str, links_base: str = "") -> int:
     """Close a started batch whose workflow has ended (or is gone) without recording its end: every job still in
     flight is refunded, since nothing will close it any more, and the batch takes its final status. Returns the
     tokens refunded; nothing happens if the batch has ended meanwhile."""
@@ -224,4 +227,7 @@ def close_abandoned(session: Session, batch_id: str, final: BatchStatus, reason:
     if not moved.rowcount:
         return 0
     job_status = JobStatus.CANCELLED if final == BatchStatus.CANCELLED else JobStatus.FAILED
-    return sum(ledger.refund_job(session, job.id, job_status, reason) for job in jobs_of(session, batch_id))
+    refunded = sum(ledger.refund_job(session, job.id, job_status, reason) for job in jobs_of(session, batch_id))
+    # As for a batch closed before it started: its event goes with it, the reconciler starts the delivery.
+    webhook_outbox.record_batch_event(session, batch_id, links_base)
+    return refunded

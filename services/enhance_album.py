@@ -23,7 +23,7 @@ from core.errors import BatchStartFailed, Conflict, RateLimitState
 from core.vocabulary import BatchStatus, OutputFormat
 from db.models import Batch
 from db.session import transaction
-from services import idempotency, rate_limit
+from services import idempotency, rate_limit, webhooks
 from services.batches import close_unstarted, input_for, mark_started
 from services.enhance import BatchRequest, PlannedBatch, plan_and_charge
 
@@ -37,6 +37,7 @@ class EnhanceAlbum(BatchRequest):
     """One enhance request, after authentication, ownership and body validation."""
 
     idempotency_key: str | None = None
+    callback_url: str | None = None  # the batch's final event goes there too (services.webhooks.add_callback)
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,9 @@ async def enhance_album(
             await start(charged.to_start)
         except Exception:
             log.exception("could not start batch %s; refunding it", charged.to_start.batch_id)
-            await anyio.to_thread.run_sync(_refund_unstarted, session, charged.to_start, command.idempotency_key)
+            await anyio.to_thread.run_sync(
+                _refund_unstarted, session, charged.to_start, command.idempotency_key, webhooks.links_base(settings)
+            )
             return charged.outcome  # started by the reconciler meanwhile: the charge stands
         await anyio.to_thread.run_sync(_mark_started, session, charged.to_start.batch_id)
     return charged.outcome
@@ -115,6 +118,9 @@ async def enhance_album(
 def _claim_and_charge(session: Session, settings: Settings, command: EnhanceAlbum) -> _Charged:
     """Claim the Idempotency-Key (or replay its outcome), count the request, charge: each step committed."""
     key = command.idempotency_key
+    if command.callback_url is not None:  # refused before anything is claimed or charged
+        with transaction(session):
+            webhooks.check_callback(session, command.user_id, command.callback_url, webhooks.destinations(settings))
     if key is not None:
         stored = _claim_key(session, settings, command, key)
         if stored is not None and _start_failed(stored):
@@ -128,6 +134,9 @@ def _claim_and_charge(session: Session, settings: Settings, command: EnhanceAlbu
         window = _count_request(session, settings, command.user_id)
         with transaction(session):
             planned = plan_and_charge(session, command, settings.max_batch_size, settings.execution_mode)
+            if command.callback_url is not None and planned.batch is not None:
+                rules = webhooks.destinations(settings)
+                webhooks.add_callback(session, command.user_id, planned.batch.id, command.callback_url, rules)
             result = EnhanceResult.of(planned)
             if key is not None:
                 idempotency.record_outcome(session, command.user_id, key, {"outcome": _CHARGED, **asdict(result)})
@@ -158,15 +167,20 @@ def _claim_key(
 
 def _request_of(command: EnhanceAlbum) -> dict[str, Any]:
     """What identifies the request for its Idempotency-Key: everything but who sent it and the key itself. The output
-    choices only when they differ from the defaults, so a key's fingerprint is what it was before they existed."""
+    choices and the callbackUrl only when they differ from the defaults, so a key's fingerprint is what it was
+    before they existed."""
     request = {name: value for name, value in asdict(command).items() if name not in ("user_id", "idempotency_key")}
-    for name, default in _OUTPUT_DEFAULTS.items():
+    for name, default in _OPTIONAL_DEFAULTS.items():
         if request[name] == default:
             del request[name]
     return request
 
 
-_OUTPUT_DEFAULTS: dict[str, object] = {"output_format": OutputFormat.JPEG, "keep_location": False}
+_OPTIONAL_DEFAULTS: dict[str, object] = {
+    "output_format": OutputFormat.JPEG,
+    "keep_location": False,
+    "callback_url": None,
+}
 
 
 def _outcome_data(stored: idempotency.StoredOutcome) -> dict[str, Any]:
@@ -213,12 +227,13 @@ def _count_request(session: Session, settings: Settings, user_id: str) -> RateLi
         )
 
 
-def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None) -> None:
+def _refund_unstarted(session: Session, inp: BatchEnhanceInput, key: str | None, links_base: str) -> None:
     """The batch could not be started: refund it, then raise BatchStartFailed (said only once refunded). The
     refund makes the request void, so its Idempotency-Key is forgotten in the same transaction: a client that
     retries with the key gets a request that runs again, not the failure replayed for a day."""
     with transaction(session):
-        refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, "The workflow could not be started")
+        reason = "The workflow could not be started"
+        refunded = close_unstarted(session, inp.batch_id, BatchStatus.FAILED, reason, links_base)
         # Started meanwhile by the reconciler (same workflow id): the batch runs, so the charge stands.
         started = session.get_one(Batch, inp.batch_id).status != BatchStatus.FAILED
         if not started and key is not None:

@@ -19,6 +19,7 @@ from db.session import session_scope
 from services.batches import batch_input, close_abandoned, close_unstarted, mark_started
 from services.launcher import BatchLauncher
 from services.storage_sweep import sweep
+from services.webhooks import WebhookLauncher, links_base, stranded_deliveries
 from storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,7 @@ class ReconcileReport:
     refunded: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)  # rows closed after their workflow had ended
+    deliveries: list[str] = field(default_factory=list)  # webhook deliveries started (again)
 
 
 # The final status of a batch whose workflow has ended, None while it runs (TemporalLauncher.ended_status).
@@ -51,9 +53,9 @@ def _open_temporal_batches(engine: Engine, settings: Settings) -> list[str]:
         )
 
 
-def _close_abandoned(engine: Engine, batch_id: str, final: BatchStatus) -> int:
+def _close_abandoned(engine: Engine, batch_id: str, final: BatchStatus, base_url: str) -> int:
     with session_scope(engine) as session:
-        return close_abandoned(session, batch_id, final, ENDED_UNRECORDED)
+        return close_abandoned(session, batch_id, final, ENDED_UNRECORDED, base_url)
 
 
 async def repair_ended(engine: Engine, settings: Settings, ended_status: EndedStatus) -> list[str]:
@@ -68,7 +70,7 @@ async def repair_ended(engine: Engine, settings: Settings, ended_status: EndedSt
             continue
         if final is None:
             continue
-        refunded = await asyncio.to_thread(_close_abandoned, engine, batch_id, final)
+        refunded = await asyncio.to_thread(_close_abandoned, engine, batch_id, final, links_base(settings))
         log.warning("batch %s: its workflow had ended; closed as %s, %d tokens refunded", batch_id, final, refunded)
         repaired.append(batch_id)
     return repaired
@@ -94,7 +96,13 @@ def _refund_if_too_old(engine: Engine, settings: Settings, batch_id: str) -> boo
         batch = session.get_one(Batch, batch_id)
         if batch.created_at >= limit:
             return False
-        close_unstarted(session, batch_id, BatchStatus.FAILED, "The enhancement workflow could not be started")
+        close_unstarted(
+            session,
+            batch_id,
+            BatchStatus.FAILED,
+            "The enhancement workflow could not be started",
+            links_base(settings),
+        )
         return True
 
 
@@ -109,12 +117,16 @@ async def reconcile_once(
     settings: Settings,
     resume_running_direct: bool = False,
     ended_status: EndedStatus | None = None,
+    webhooks: WebhookLauncher | None = None,
 ) -> ReconcileReport:
-    """One pass: start every stranded batch (idempotent: the workflow id is the batch id); with `ended_status`
-    (Temporal), close the rows whose workflow has ended."""
+    """One pass: start every stranded batch (idempotent: the workflow id is the batch id), and every webhook
+    delivery recorded but not known to be started (idempotent too: its workflow id is the delivery's); with
+    `ended_status` (Temporal), close the rows whose workflow has ended."""
     report = ReconcileReport()
     if ended_status is not None:
         report.repaired = await repair_ended(engine, settings, ended_status)
+    if webhooks is not None:
+        await _start_stranded_deliveries(engine, settings, webhooks, report)
     for inp in await asyncio.to_thread(_stranded_batches, engine, settings, resume_running_direct):
         try:
             await launcher.start(inp)
@@ -132,6 +144,19 @@ async def reconcile_once(
     return report
 
 
+async def _start_stranded_deliveries(
+    engine: Engine, settings: Settings, webhooks: WebhookLauncher, report: ReconcileReport
+) -> None:
+    grace = timedelta(seconds=settings.reconcile_grace_seconds)
+    stranded = await asyncio.to_thread(stranded_deliveries, engine, grace)
+    try:
+        await webhooks.start(stranded)
+    except Exception:
+        log.warning("reconciler could not start webhook deliveries", exc_info=True)
+        return
+    report.deliveries.extend(stranded)
+
+
 async def reconcile_forever(
     engine: Engine,
     launcher: BatchLauncher,
@@ -139,6 +164,7 @@ async def reconcile_forever(
     storage: Storage,
     direct: bool = False,
     ended_status: EndedStatus | None = None,
+    webhooks: WebhookLauncher | None = None,
 ) -> None:
     """Reconcile at start (resuming direct batches once) and then every interval; sweep the storage at start and
     then every STORAGE_SWEEP_INTERVAL_SECONDS."""
@@ -146,7 +172,9 @@ async def reconcile_forever(
     next_sweep = 0.0
     while True:
         try:
-            await reconcile_once(engine, launcher, settings, resume_running_direct=resume, ended_status=ended_status)
+            await reconcile_once(
+                engine, launcher, settings, resume_running_direct=resume, ended_status=ended_status, webhooks=webhooks
+            )
             resume = False
         except Exception:
             log.exception("reconciler pass failed")

@@ -1,10 +1,11 @@
 """Read-only checks on the database used by many tests."""
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from db import ledger
-from db.models import Batch, EnhancementJob, Image, LedgerType, TokenTransaction, User
+from db.models import Batch, DeliveryStatus, EnhancementJob, Image, LedgerType, TokenTransaction, User, WebhookDelivery
+from db.session import session_scope
 
 
 def balance(engine: Engine, user_id: str) -> int:
@@ -54,3 +55,14 @@ def refunds_for_job(engine: Engine, job_id: str) -> int:
 def original_key_of(engine: Engine, image_id: str) -> str:
     with Session(engine) as session:
         return session.get_one(Image, image_id).original_key
+
+
+def end_pending_deliveries(engine: Engine) -> None:
+    """End every webhook delivery still PENDING. A test whose receiver is gone leaves them so, and every direct-mode
+    API started later on the same database would resume them (its reconciler starts stranded deliveries)."""
+    with session_scope(engine) as session:
+        session.exec(
+            update(WebhookDelivery)
+            .where(col(WebhookDelivery.status) == DeliveryStatus.PENDING)
+            .values(status=DeliveryStatus.FAILED, error="The test that made it ended")
+        )

@@ -185,7 +185,12 @@ class DirectBatch:
 
 def retry_delay(retry: RetrySettings, attempt: int) -> float:
     """Exponential backoff after the given failed attempt, as Temporal's RetryPolicy computes it."""
-    return float(min(retry.initial_interval_seconds * 2 ** (attempt - 1), retry.max_interval_seconds))
+    return exponential_delay(retry.initial_interval_seconds, retry.max_interval_seconds, attempt)
+
+
+def exponential_delay(initial: float, maximum: float, attempt: int) -> float:
+    """The delay after failed attempt `attempt` (from 1): doubling from `initial`, at most `maximum`."""
+    return float(min(initial * 2 ** (attempt - 1), maximum))
 
 
 class DirectLauncher:

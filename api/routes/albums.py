@@ -216,6 +216,7 @@ async def enhance_album(
         output_format=body.output_format or OutputFormat.JPEG,
         keep_location=body.keep_location if body.keep_location is not None else settings.keep_location_default,
         idempotency_key=idempotency.validate_key(idempotency_key) if idempotency_key is not None else None,
+        callback_url=body.callback_url,
     )
     outcome = await enhance_album_use_case(session, settings, launcher.start, command)
     headers = rate_limit_headers(outcome.rate_limit) if outcome.rate_limit is not None else {}

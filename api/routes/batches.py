@@ -6,10 +6,11 @@ from typing import Any
 import anyio.from_thread
 from fastapi import APIRouter, status
 
-from api.deps import LauncherDep, OwnedBatch, SessionDep
+from api.deps import LauncherDep, OwnedBatch, SessionDep, SettingsDep
 from api.schemas import BatchCommandOut, BatchOut, ErrorOut, JobOut
 from services import batch_commands
 from services.batches import count_jobs, jobs_of
+from services.webhooks import links_base
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/batches", tags=["batches"])
@@ -44,10 +45,14 @@ def read_batch(batch: OwnedBatch, session: SessionDep) -> BatchOut:
 @router.post(
     "/{batchId}/cancel", response_model=BatchCommandOut, status_code=status.HTTP_202_ACCEPTED, responses=COMMAND_ERRORS
 )
-def cancel_batch(batch: OwnedBatch, session: SessionDep, launcher: LauncherDep) -> BatchCommandOut:
+def cancel_batch(
+    batch: OwnedBatch, session: SessionDep, launcher: LauncherDep, settings: SettingsDep
+) -> BatchCommandOut:
     """Cancel a batch at any moment: the image in progress stops at its next checkpoint; every image not enhanced
     is cancelled and refunded, once. A finished batch answers 409; a cancelled one, 202 again."""
-    final = batch_commands.cancel(session, batch.id, lambda: anyio.from_thread.run(launcher.cancel, batch.id))
+    final = batch_commands.cancel(
+        session, batch.id, lambda: anyio.from_thread.run(launcher.cancel, batch.id), links_base(settings)
+    )
     return BatchCommandOut(batch_id=batch.id, status=final)
 
 

@@ -89,7 +89,7 @@ def test_unknown_fields_on_enhance_are_400_and_named(direct_harness: Harness) ->
     assert response.status_code == 400
     assert response.json() == {
         "error": "Unknown field(s) in request body: skipAlreadyEnhaced. "
-        "Allowed: tier, skipAlreadyEnhanced, imageIds, outputFormat, keepLocation"
+        "Allowed: tier, skipAlreadyEnhanced, imageIds, outputFormat, keepLocation, callbackUrl"
     }
     assert_nothing_charged(h, user.id)
 
@@ -102,7 +102,7 @@ def test_many_long_unknown_fields_give_a_bounded_message(direct_harness: Harness
     assert response.status_code == 400
     assert len(response.json()["error"]) < 400
     assert response.json()["error"].endswith(
-        ", …. Allowed: tier, skipAlreadyEnhanced, imageIds, outputFormat, keepLocation"
+        ", …. Allowed: tier, skipAlreadyEnhanced, imageIds, outputFormat, keepLocation, callbackUrl"
     )
 
 

@@ -23,10 +23,12 @@ from sqlmodel import Session, col, select
 import api.routes
 from api.deps import AUTH_HINT, CSRF_HEADER, SESSION_COOKIE
 from api.main import api_router
+from core.webhook_rules import Destinations
 from db.models import (
     Album,
     ApiKey,
     Batch,
+    DeliveryStatus,
     EnhancementJob,
     IdempotencyRecord,
     Image,
@@ -34,15 +36,20 @@ from db.models import (
     TokenTransaction,
     User,
     UserSession,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from db.session import session_scope
+from services import webhooks
 from services.accounts import Client, csrf_token_of, start_session
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings, wait_until
-from tests.db_helpers import assert_balance_matches_ledger, batch_row
+from tests.db_helpers import assert_balance_matches_ledger, batch_row, end_pending_deliveries
 from tests.factories import UserWithKey, jpeg_bytes, make_album, make_image, make_pending_job, make_user
 
 NOT_OWNER = "You do not own this album"
+NO_WEBHOOK = "Webhook endpoint not found"
+VICTIM_HOOK = "https://hooks.example.com/victim-secret-hook"
 TRACE_MARKERS = ("Traceback", 'File "', ".py", "sqlalchemy", "psycopg", "sqlite3")
 
 
@@ -99,10 +106,19 @@ ROUTES = [
     Route("POST", "/api/auth/signin", public=True),
     Route("POST", "/api/auth/forgot", public=True),
     Route("POST", "/api/auth/reset", public=True),
+    Route("GET", "/api/webhooks"),
+    Route("POST", "/api/webhooks", json={"url": "https://hooks.example.com/intruder"}),
+    Route("POST", "/api/webhooks/callback-secret"),
+    Route("GET", "/api/webhooks/{webhookId}", foreign=(404, NO_WEBHOOK)),
+    Route("PATCH", "/api/webhooks/{webhookId}", foreign=(404, NO_WEBHOOK), json={"rotateSecret": True}),
+    Route("GET", "/api/webhooks/{webhookId}/deliveries", foreign=(404, NO_WEBHOOK)),
+    Route("POST", "/api/webhooks/{webhookId}/test", foreign=(404, NO_WEBHOOK)),
+    Route("POST", "/api/webhooks/{webhookId}/deliveries/{deliveryId}/redeliver", foreign=(404, NO_WEBHOOK)),
     # Last: the owner's deletes remove what the cases above use (the key is the one the owner calls with).
     Route("DELETE", "/api/images/{imageId}", foreign=(404, "Image not found")),
     Route("DELETE", "/api/albums/{albumId}", foreign=(403, NOT_OWNER)),
     Route("DELETE", "/api/account/keys/{keyId}", foreign=(404, "Key not found")),
+    Route("DELETE", "/api/webhooks/{webhookId}", foreign=(404, NO_WEBHOOK)),
 ]
 
 
@@ -145,6 +161,12 @@ def make_victim(h: Harness) -> Victim:
     with session_scope(h.engine) as session:
         key_id = session.exec(select(ApiKey.id).where(col(ApiKey.user_id) == user.id)).one()
         session_token, victim_session = start_session(session, h.settings, user.id, Client("192.0.2.1", "victim"))
+        hook = webhooks.create_endpoint(
+            session, user.id, webhooks.EndpointSpec(VICTIM_HOOK, ("batch.completed",)), Destinations()
+        )
+        delivery = webhooks.send_test(session, hook)
+        delivery.status = DeliveryStatus.FAILED  # a row nobody starts, and the reconciler leaves alone
+        session.add(delivery)
     ids = {
         "albumId": album,
         "imageId": image,
@@ -152,8 +174,10 @@ def make_victim(h: Harness) -> Victim:
         "batchId": pending_batch,
         "sessionId": victim_session.id,
         "keyId": key_id,
+        "webhookId": hook.id,
+        "deliveryId": delivery.id,
     }
-    names = ["victim-secret-name", "Victim's private album"]
+    names = ["victim-secret-name", "Victim's private album", VICTIM_HOOK, hook.secret]
     secrets = [user.id, user.email, user.api_key, session_token, *names, done_batch, pending_image, *ids.values()]
     return Victim(user, ids, secrets, csrf_token_of(session_token))
 
@@ -188,6 +212,18 @@ def snapshot(h: Harness, user_id: str) -> dict[str, Any]:
             ),
             "idempotency": sorted(
                 r.key for r in session.exec(select(IdempotencyRecord).where(col(IdempotencyRecord.user_id) == user_id))
+            ),
+            "webhooks": sorted(
+                (w.id, w.url, w.events, w.secret, w.enabled)
+                for w in session.exec(select(WebhookEndpoint).where(col(WebhookEndpoint.user_id) == user_id))
+            ),
+            "deliveries": sorted(
+                (d.id, d.status, d.attempts)
+                for d in session.exec(
+                    select(WebhookDelivery)
+                    .join(WebhookEndpoint, col(WebhookEndpoint.id) == col(WebhookDelivery.endpoint_id))
+                    .where(col(WebhookEndpoint.user_id) == user_id)
+                )
             ),
             # The whole store: files are named by server keys, not by owner.
             "files": sorted(str(p.relative_to(h.storage.root)) for p in h.storage.root.rglob("*") if p.is_file()),
@@ -289,6 +325,8 @@ def test_every_route_refuses_missing_and_wrong_keys(direct_harness: Harness) -> 
         "batchId": "nope",
         "sessionId": "no-such-session",
         "keyId": "no-such-key",
+        "webhookId": "no-such-hook",
+        "deliveryId": "no-such-delivery",
     }
     failures = []
     for route in (route for route in ROUTES if not route.public):
@@ -349,7 +387,8 @@ def test_another_users_resources_are_refused_and_left_untouched(direct_harness: 
     created = [album for album in intruder_after["albums"] if album not in intruder_before["albums"]]
     assert [name for _, name, _ in created] == ["Intruder's album"]  # POST /api/albums made the intruder's own
     assert len(intruder_after["keys"]) == len(intruder_before["keys"]) + 1  # and POST /api/account/keys a key
-    changed = ("albums", "files", "keys")
+    assert [url for _, url, *_ in intruder_after["webhooks"]] == ["https://hooks.example.com/intruder"]  # likewise
+    changed = ("albums", "files", "keys", "webhooks")
     assert {k: v for k, v in intruder_after.items() if k not in changed} == {
         k: v for k, v in intruder_before.items() if k not in changed
     }
@@ -364,6 +403,7 @@ def test_another_users_resources_are_refused_and_left_untouched(direct_harness: 
         assert allowed, f"{route.key} for the owner: {response.status_code} {response.text}"
         if route.key == "POST /api/albums/{albumId}/enhance":
             wait_for_batch(h, response.json()["batchId"])
+    end_pending_deliveries(h.engine)  # the owner's test send has no receiver
     # The owner's upload was named "../../../escape.jpg": the name is kept for display, never used in a path.
     stored = [p for p in h.storage.root.rglob("*") if p.is_file()]
     assert stored and not any("escape" in str(p) for p in stored)

@@ -26,13 +26,15 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from db.models import Tier
+from core.webhook_rules import Destinations
+from db.models import DeliveryStatus, Tier
 from db.session import session_scope
+from services import webhooks
 from services.accounts import Client, start_session
 from services.batches import mark_started
 from services.users import create_key
 from tests.conftest import Harness, wait_until
-from tests.db_helpers import assert_balance_matches_ledger, batch_row
+from tests.db_helpers import assert_balance_matches_ledger, batch_row, end_pending_deliveries
 from tests.factories import jpeg_bytes, make_album, make_image, make_images, make_pending_job, make_user
 from tests.reliability.test_authorization import declared_api_operations
 
@@ -69,8 +71,14 @@ class Owned:
     running_batch: str
     disposable: dict[str, list[str]]
     finished_batch: str
+    patched_webhook: str = ""  # PATCH may disable it: the test sends and redeliveries keep an enabled one
 
     def real_ids(self, operation: APIOperation | None, name: str) -> list[str]:
+        if name == "webhookId" and operation is not None and operation.method.upper() == "PATCH":
+            return [self.patched_webhook]
+        return self._real_ids(operation, name)
+
+    def _real_ids(self, operation: APIOperation | None, name: str) -> list[str]:
         if operation is not None and operation.method.upper() == "DELETE":
             return self.disposable.get(name, [])
         if name == "albumId" and operation is not None and operation.path.endswith("/images"):
@@ -131,6 +139,13 @@ def seed_owned_resources(h: Harness) -> Owned:
         _, spare_session = start_session(session, h.settings, user.id, Client("192.0.2.9", "fuzzer"))
     # Separate albums: deleting the album must not take the images meant for the image deletes with it.
     album_to_delete, images_to_delete = make_album(h.engine, user, "To delete"), make_album(h.engine, user, "Trim")
+    # Webhook endpoints (never delivered to: their deliveries are rows nobody starts), one to delete, one to patch.
+    with session_scope(h.engine) as session:
+        spec = webhooks.EndpointSpec("https://hooks.example.com/album-enhance", webhooks.ALL_EVENTS)
+        hooks = [webhooks.create_endpoint(session, user.id, spec, Destinations()) for _ in range(3)]
+        delivery = webhooks.send_test(session, hooks[0])
+        delivery.status = DeliveryStatus.FAILED  # a row nobody starts, and the reconciler leaves alone
+        session.add(delivery)
     return Owned(
         user.id,
         user.api_key,
@@ -139,6 +154,8 @@ def seed_owned_resources(h: Harness) -> Owned:
             "imageId": [image, other_image],
             "jobId": [done_job, pending_job],
             "batchId": [pending_batch, done_batch],
+            "webhookId": [hooks[0].id],
+            "deliveryId": [delivery.id],
         },
         upload_album=make_album(h.engine, user, "Uploads"),
         running_batch=running_batch,
@@ -148,7 +165,9 @@ def seed_owned_resources(h: Harness) -> Owned:
             "imageId": make_images(h.engine, h.storage, images_to_delete, 3),
             "keyId": [spare_key.id],  # not the key the fuzzer calls with
             "sessionId": [spare_session.id],
+            "webhookId": [hooks[1].id],
         },
+        patched_webhook=hooks[2].id,
     )
 
 
@@ -167,6 +186,10 @@ def load_schema(h: Harness, owned: Owned, tally: Tally) -> Any:
             for name in path_parameters
             for real in owned.real_ids(context.operation, name)
         ]
+        if len(path_parameters) > 1:  # every id real at once (a webhook's delivery: both must be the caller's)
+            every = {name: owned.real_ids(context.operation, name)[:1] for name in path_parameters}
+            if all(every.values()):
+                options.insert(0, {name: ids[0] for name, ids in every.items()})
         return st.sampled_from([*options, path_parameters])
 
     @schema.hook
@@ -177,6 +200,8 @@ def load_schema(h: Harness, owned: Owned, tally: Tally) -> Any:
         # A well-formed sign-up now and then (random text is rarely an email with an acceptable password).
         if context.operation is not None and context.operation.path.endswith("/auth/signup"):
             return st.sampled_from([{"email": "fuzz@example.com", "password": "a fine long passphrase"}, body])
+        if context.operation is not None and label(context.operation) == "POST /api/webhooks":
+            return st.sampled_from([{"url": "https://hooks.example.com/new"}, body])
         return st.just(body)
 
     @schema.hook
@@ -238,6 +263,7 @@ def test_fuzz_the_whole_api_from_its_openapi_schema(
     for operation in (op for op in operations if label(op) not in SUCCESS_NEEDS_A_SECRET):
         assert any(200 <= code < 300 for code in tally.statuses[label(operation)]), label(operation)
     assert_balance_matches_ledger(h.engine, owned.user_id)
+    end_pending_deliveries(h.engine)  # the test sends' receiver does not exist
 
 
 # --- what the fuzzer found, pinned down -------------------------------------------------------------------------

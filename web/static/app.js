@@ -130,6 +130,7 @@ async function route() {
     if (page !== "albums" || id !== state.album?.id) leaveAlbum();
     if (page === "albums" && id) await openAlbum(decodeURIComponent(id));
     else if (page === "ledger") await openLedger();
+    else if (page === "webhooks") await openWebhooks(); // webhooks.js
     else await openAlbums();
   } catch (error) {
     if (error.status === 401) return signOut("Your session ended: sign in again.");
