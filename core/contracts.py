@@ -217,3 +217,18 @@ class InProcessWebhooks(Protocol):
         ...
 
     def give_up(self, inp: GiveUpWebhookInput) -> None: ...
+
+
+# A webhook delivery's workflow id names its delivery row (a batch's workflow id is the batch id itself).
+WEBHOOK_WORKFLOW_PREFIX = "webhook-"
+
+
+def webhook_workflow_id(delivery_id: str) -> str:
+    return f"{WEBHOOK_WORKFLOW_PREFIX}{delivery_id}"
+
+
+def delivery_of_workflow(workflow_id: str) -> str | None:
+    """The delivery a webhook workflow id names; None for any other workflow (a batch's)."""
+    return (
+        workflow_id.removeprefix(WEBHOOK_WORKFLOW_PREFIX) if workflow_id.startswith(WEBHOOK_WORKFLOW_PREFIX) else None
+    )

@@ -17,6 +17,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
+from core.contracts import delivery_of_workflow
 from core.errors import StartupRefused
 from db.models import Batch, Deployment
 from db.session import session_scope
@@ -116,12 +117,17 @@ class ForeignTaskGuard(Interceptor):
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
         return _Guarded(next, self)
 
-    def holds(self, batch_id: str) -> bool:
-        if batch_id not in self._known:
+    def holds(self, workflow_id: str) -> bool:
+        """Whether this database holds the workflow's batch. A webhook delivery's workflow is let through: its
+        row goes with a deleted endpoint while the workflow may still be retrying, and its attempt then ends it
+        (a guard here would refuse it for a day instead)."""
+        if delivery_of_workflow(workflow_id) is not None:
+            return True
+        if workflow_id not in self._known:
             with Session(self.engine) as session:
-                if session.exec(select(Batch.id).where(col(Batch.id) == batch_id)).first() is None:
+                if session.exec(select(Batch.id).where(col(Batch.id) == workflow_id)).first() is None:
                     return False
-            self._known.add(batch_id)
+            self._known.add(workflow_id)
         return True
 
 
@@ -131,16 +137,16 @@ class _Guarded(ActivityInboundInterceptor):
         self.guard = guard
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
-        batch_id = activity.info().workflow_id
-        if batch_id and not await asyncio.to_thread(self.guard.holds, batch_id):
+        workflow_id = activity.info().workflow_id
+        if workflow_id and not await asyncio.to_thread(self.guard.holds, workflow_id):
             log.error(
-                "refused a task of batch %s: this worker's database has no such batch, so the task belongs to "
-                "another deployment on the same Temporal task queue; stop this worker or give it that deployment's "
-                "DATABASE_URL and storage",
-                batch_id,
+                "refused a task of workflow %s: this worker's database has no such batch, so the task "
+                "belongs to another deployment on the same Temporal task queue; stop this worker or give it that "
+                "deployment's DATABASE_URL and storage",
+                workflow_id,
             )
             raise ApplicationError(
-                f"Batch {batch_id} is not in this worker's database (another deployment's task); refused",
+                f"Workflow {workflow_id} is not in this worker's database (another deployment's task); refused",
                 type=FOREIGN_TASK_ERROR,
             )
         return await super().execute_activity(input)

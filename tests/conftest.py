@@ -118,6 +118,9 @@ def make_settings(database_url: str, storage: LocalStorage, **overrides: object)
         "rate_limit_enabled": False,
         # Tests send wrong keys on purpose from one address; the throttle's own test asks for it.
         "auth_failures_per_address": 1_000_000,
+        # Likewise sign-ins and resets, all from 127.0.0.1 into a database the tests share; the throttle's own test
+        # sets its limits.
+        "auth_throttle_per_address": 1_000_000,
         "activity_max_attempts": 3,
         "activity_initial_retry_seconds": 0.05,
         "activity_max_retry_seconds": 0.2,

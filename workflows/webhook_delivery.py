@@ -14,7 +14,13 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from core.contracts import GiveUpWebhookInput, WebhookAttemptInput, WebhookAttemptResult, WebhookDeliveryInput
+    from core.contracts import (
+        GiveUpWebhookInput,
+        WebhookAttemptInput,
+        WebhookAttemptResult,
+        WebhookDeliveryInput,
+        webhook_workflow_id,
+    )
     from core.vocabulary import Activity, DeliveryStatus
 
 # Beyond the attempt's own timeout (its HTTP request), the time its bookkeeping may take: two short transactions.
@@ -24,7 +30,7 @@ BOOKKEEPING_TIMEOUT = timedelta(seconds=60)
 
 
 def workflow_id(delivery_id: str) -> str:
-    return f"webhook-{delivery_id}"
+    return webhook_workflow_id(delivery_id)
 
 
 @workflow.defn

@@ -47,6 +47,26 @@ def service_env(**settings: object) -> dict[str, str]:
     return env
 
 
+# What a worker process shares with the harness's API to serve its batches: the same database, storage, Temporal
+# server and task queues.
+SHARED_WITH_THE_API = (
+    "database_url",
+    "storage_dir",
+    "temporal_address",
+    "task_queue",
+    "sr_task_queue",
+    "enhance_engine",
+    "reconcile_interval_seconds",
+)
+
+
+def worker_env(settings: Settings, *names: str, **extra: object) -> dict[str, str]:
+    """The environment of a worker process for the harness's API, with the harness's value of each named setting
+    too, and `extra` settings as given."""
+    values = {name: getattr(settings, name) for name in (*SHARED_WITH_THE_API, *names)}
+    return service_env(execution_mode="temporal", **values, **extra)
+
+
 class ManagedProcess:
     """One child process with its own session (so its whole group can be signalled) and a log file."""
 

@@ -117,8 +117,8 @@ ROUTES = [
     # Last: the owner's deletes remove what the cases above use (the key is the one the owner calls with).
     Route("DELETE", "/api/images/{imageId}", foreign=(404, "Image not found")),
     Route("DELETE", "/api/albums/{albumId}", foreign=(403, NOT_OWNER)),
-    Route("DELETE", "/api/account/keys/{keyId}", foreign=(404, "Key not found")),
     Route("DELETE", "/api/webhooks/{webhookId}", foreign=(404, NO_WEBHOOK)),
+    Route("DELETE", "/api/account/keys/{keyId}", foreign=(404, "Key not found")),
 ]
 
 

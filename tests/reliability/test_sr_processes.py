@@ -24,7 +24,7 @@ from storage.local import LocalStorage
 from tests.conftest import Harness, eventually, temporal_api
 from tests.db_helpers import assert_balance_matches_ledger, balance, batch_row, jobs_of_batch, refunds_for_job
 from tests.factories import FIXTURES, UserWithKey, make_album, make_user
-from tests.reliability.processes import ManagedProcess, ProcessSet, busy_cores, process_set, service_env
+from tests.reliability.processes import ManagedProcess, ProcessSet, busy_cores, process_set, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session"), pytest.mark.usefixtures("sr_runtime")]
 
@@ -49,25 +49,15 @@ def photo(width: int, height: int, shift: int = 0) -> bytes:
     return out.getvalue()
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    """The environment of a worker process for the harness's API: same database, storage and task queues."""
-    names = (
-        "database_url",
-        "storage_dir",
-        "temporal_address",
-        "task_queue",
-        "sr_task_queue",
-        "enhance_engine",
-        "sr_tile_size",
-        "sr_processes",
-        "activity_max_attempts",
-        "activity_initial_retry_seconds",
-        "activity_max_retry_seconds",
-        "activity_heartbeat_timeout_seconds",
-        "activity_progress_interval_seconds",
-        "reconcile_interval_seconds",
-    )
-    return service_env(execution_mode="temporal", **{name: getattr(settings, name) for name in names})
+SR_SETTINGS = (
+    "sr_tile_size",
+    "sr_processes",
+    "activity_max_attempts",
+    "activity_initial_retry_seconds",
+    "activity_max_retry_seconds",
+    "activity_heartbeat_timeout_seconds",
+    "activity_progress_interval_seconds",
+)
 
 
 def sr_children(worker: ManagedProcess) -> list[int]:
@@ -100,7 +90,7 @@ async def api_and_worker(
 
 
 def start_worker(processes: ProcessSet, settings: Settings) -> ManagedProcess:
-    return processes.worker(worker_env(settings))
+    return processes.worker(worker_env(settings, *SR_SETTINGS))
 
 
 async def sr_batch(h: Harness, sizes: list[tuple[int, int]], tier: str = "TIER_1K") -> tuple[UserWithKey, str]:

@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from core.config import Settings
 from storage.local import LocalStorage
 from tests.conftest import temporal_api
 from tests.factories import make_user
-from tests.reliability.processes import process_set, service_env
+from tests.reliability.processes import process_set, worker_env
 from tests.reliability.test_crashes import wait_for_worker
 from tests.webhooks.receiver import HANG, receiver
 from tests.webhooks.test_webhooks import LOOPBACK, WEBHOOKS, add_endpoint, arrived, send_test, settled, verified
@@ -21,23 +20,12 @@ pytestmark = [pytest.mark.slow]
 ATTEMPT_TIMEOUT = 3.0
 
 
-def worker_env(settings: Settings) -> dict[str, str]:
-    names = (
-        "database_url",
-        "storage_dir",
-        "temporal_address",
-        "task_queue",
-        "sr_task_queue",
-        "enhance_engine",
-        "webhook_allow_http",
-        "webhook_attempt_timeout_seconds",
-        "webhook_retry_initial_seconds",
-        "webhook_retry_max_interval_seconds",
-        "reconcile_interval_seconds",
-    )
-    values = {name: getattr(settings, name) for name in names}
-    # Lists travel as JSON, as an operator writes them.
-    return service_env(execution_mode="temporal", webhook_allowed_networks=json.dumps(LOOPBACK), **values)
+WEBHOOK_SETTINGS = (
+    "webhook_allow_http",
+    "webhook_attempt_timeout_seconds",
+    "webhook_retry_initial_seconds",
+    "webhook_retry_max_interval_seconds",
+)
 
 
 async def test_a_worker_killed_mid_delivery_is_replaced_and_the_same_message_is_delivered(
@@ -49,7 +37,9 @@ async def test_a_worker_killed_mid_delivery_is_replaced_and_the_same_message_is_
         temporal_api(temporal_env.client, primary_db_url, storage, None, **settings) as h,
         process_set(tmp_path / "processes") as processes,
     ):
-        env = worker_env(h.settings)
+        env = worker_env(
+            h.settings, *WEBHOOK_SETTINGS, webhook_allowed_networks=json.dumps(LOOPBACK)
+        )  # lists as JSON, as an operator writes them
         first = processes.worker(env)
         await wait_for_worker(temporal_env.client, h.settings.task_queue)
         async with h.async_http() as http:
