@@ -8,7 +8,17 @@ import zipfile
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
-from db.models import ApiKey, Batch, EnhancementJob, Image, TokenTransaction, User, UserSession
+from db.models import (
+    ApiKey,
+    Batch,
+    EnhancementJob,
+    Image,
+    TokenTransaction,
+    User,
+    UserSession,
+    WebhookCallbackSecret,
+    WebhookEndpoint,
+)
 from tests.accounts.conftest import Person, make_person, signed_in
 from tests.accounts.helpers import CookieClient
 from tests.conftest import Harness, wait_until
@@ -62,6 +72,9 @@ def test_deleting_an_account(accounts_api: Harness) -> None:
     album, images, jobs = enhanced_album(h, browser, "Leaving")
     kept_album, _, _ = enhanced_album(h, neighbour, "Staying")
     key = browser.post("/api/account/keys", json={"name": "script"}).json()["key"]
+    hook = browser.post("/api/webhooks", json={"url": "https://hooks.example.com/leaving"})
+    assert hook.status_code == 201, hook.text
+    assert browser.post("/api/webhooks/callback-secret").status_code == 201
     neighbour_files = [f for f in stored_files(h) if kept_album in f or f.startswith("deployment")]
 
     # A batch that has not ended: refused, and nothing changed.
@@ -101,6 +114,11 @@ def test_deleting_an_account(accounts_api: Harness) -> None:
         assert session.exec(select(User).where(col(User.email) == leaving.email)).first() is None
         assert session.exec(select(UserSession).where(col(UserSession.user_id) == leaving.id)).all() == []
         assert session.exec(select(ApiKey).where(col(ApiKey.user_id) == leaving.id)).all() == []
+        # Webhooks: nothing more is sent, and neither the address nor a secret is kept.
+        endpoint = session.get_one(WebhookEndpoint, hook.json()["id"])
+        assert (endpoint.enabled, endpoint.secret, endpoint.previous_secret) == (False, "", None)
+        assert "hooks.example.com" not in endpoint.url
+        assert session.get(WebhookCallbackSecret, leaving.id) is None
         assert session.exec(select(Image).where(col(Image.id).in_(images))).all() == []
         # The money history stays, anonymised: batches and jobs without photos, the ledger whole.
         batches = session.exec(select(Batch).where(col(Batch.user_id) == leaving.id)).all()
