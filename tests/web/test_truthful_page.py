@@ -14,11 +14,18 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from storage.local import LocalStorage
 from tests.conftest import Harness, LiveServer, engine_for, make_settings
-from tests.db_helpers import assert_balance_matches_ledger, balance, original_key_of
+from tests.db_helpers import assert_balance_matches_ledger, balance
 from tests.factories import FIXTURES, make_album, make_image, make_user, photo_bytes
-from tests.storage_faults import GatedStorage
 from tests.web.browser import by_id, chromium, screenshot, text_of, wait_for
-from tests.web.test_web_app import album_of_photos, open_album, overflowing, quoted, sign_in, tier, tile_statuses, tiles
+from tests.web.test_web_app import (
+    batch_held_at_the_second_photo,
+    overflowing,
+    quoted,
+    sign_in,
+    tier,
+    tile_statuses,
+    tiles,
+)
 
 RED = "rgb(201, 42, 42)"  # --danger: what an error looks like
 TIME_LEFT = re.compile(r"^(about \d+ (s|min) left|a few seconds left)$")
@@ -129,39 +136,27 @@ def check_the_estimate(driver: WebDriver) -> None:
 
 
 def test_after_a_cancel_the_panel_says_cancelled_not_enhancing(primary_db_url: str, tmp_path: Path) -> None:
-    storage = GatedStorage(tmp_path / "storage")
-    settings = make_settings(primary_db_url, storage, events_poll_seconds=0.1, direct_poll_interval_seconds=0.05)
-    with LiveServer(settings, storage=storage) as api:
-        h = Harness(settings, engine_for(primary_db_url), storage, api)
-        user, album, images = album_of_photos(h)
-        try:
-            with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
-                open_album(driver, h, user, album)
-                storage.gate(original_key_of(h.engine, images[1]))
-                by_id(driver, "enhance-button").click()
-                assert storage.waiting.wait(30), "the batch never reached the gated photo"
-                wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED", "PROCESSING", "PENDING"])
-                assert text_of(driver, "progress-title") == "Enhancing at 1K"
-                record_texts(driver, "progress-state", "titles")
+    with batch_held_at_the_second_photo(primary_db_url, tmp_path) as held:
+        driver = held.driver
+        assert text_of(driver, "progress-title") == "Enhancing at 1K"
+        record_texts(driver, "progress-state", "titles")
 
-                by_id(driver, "cancel-batch").click()
-                driver.switch_to.alert.accept()
-                wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "CANCELLED")
-                assert text_of(driver, "progress-title") == "Cancelled at 1K"
-                # From the click on, the panel never claimed to be enhancing.
-                titles = driver.execute_script("return window.titles")
-                assert titles[0] == "Enhancing" and set(titles[1:]) <= {"Cancelling", "Cancelled"}, titles
-                assert titles[-1] == "Cancelled"
-                for button in ("pause-batch", "resume-batch", "cancel-batch"):
-                    assert not by_id(driver, button).is_displayed(), button
-                wait_for(driver, lambda d: text_of(d, "balance-value") == "98")
-                assert not by_id(driver, "image-progress").is_displayed()
-                by_id(driver, "dismiss-batch").click()
-                assert not by_id(driver, "progress-panel").is_displayed()
-        finally:
-            storage.release.set()
-        assert balance(h.engine, user.id) == 98
-        assert_balance_matches_ledger(h.engine, user.id)
+        by_id(driver, "cancel-batch").click()
+        driver.switch_to.alert.accept()
+        wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "CANCELLED")
+        assert text_of(driver, "progress-title") == "Cancelled at 1K"
+        # From the click on, the panel never claimed to be enhancing.
+        titles = driver.execute_script("return window.titles")
+        assert titles[0] == "Enhancing" and set(titles[1:]) <= {"Cancelling", "Cancelled"}, titles
+        assert titles[-1] == "Cancelled"
+        for button in ("pause-batch", "resume-batch", "cancel-batch"):
+            assert not by_id(driver, button).is_displayed(), button
+        wait_for(driver, lambda d: text_of(d, "balance-value") == "98")
+        assert not by_id(driver, "image-progress").is_displayed()
+        by_id(driver, "dismiss-batch").click()
+        assert not by_id(driver, "progress-panel").is_displayed()
+    assert balance(held.h.engine, held.user.id) == 98
+    assert_balance_matches_ledger(held.h.engine, held.user.id)
 
 
 def test_notices_zoom_and_the_ledger_at_phone_width(primary_db_url: str, tmp_path: Path) -> None:

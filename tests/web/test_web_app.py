@@ -6,6 +6,8 @@ import functools
 import io
 import itertools
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -177,11 +179,22 @@ def test_api_docs_render_without_any_other_origin(web: Harness, tmp_path: Path) 
         assert foreign_requests(driver, web.api.base_url) == []
 
 
-def test_pausing_and_resuming_a_batch_from_the_page(primary_db_url: str, tmp_path: Path) -> None:
+@dataclass
+class HeldBatch:
+    h: Harness
+    user: UserWithKey
+    storage: GatedStorage
+    driver: WebDriver
+
+
+@contextmanager
+def batch_held_at_the_second_photo(db_url: str, tmp_path: Path) -> Iterator[HeldBatch]:
+    """The album page of three photos whose batch (started from the page, direct mode) is held inside its second
+    photo: the first COMPLETED, the second PROCESSING, the third PENDING. Released when the block ends."""
     storage = GatedStorage(tmp_path / "storage")
-    settings = make_settings(primary_db_url, storage, events_poll_seconds=0.1, direct_poll_interval_seconds=0.05)
+    settings = make_settings(db_url, storage, events_poll_seconds=0.1, direct_poll_interval_seconds=0.05)
     with LiveServer(settings, storage=storage) as api:
-        h = Harness(settings, engine_for(primary_db_url), storage, api)
+        h = Harness(settings, engine_for(db_url), storage, api)
         user, album, images = album_of_photos(h)
         try:
             with chromium(tmp_path / "profile", tmp_path / "downloads") as driver:
@@ -191,23 +204,28 @@ def test_pausing_and_resuming_a_batch_from_the_page(primary_db_url: str, tmp_pat
                 by_id(driver, "enhance-button").click()
                 assert storage.waiting.wait(30), "the batch never reached the gated photo"
                 wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED", "PROCESSING", "PENDING"])
-
-                by_id(driver, "pause-batch").click()
-                wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "PAUSED")
-                assert by_id(driver, "resume-batch").is_displayed() and not by_id(driver, "pause-batch").is_displayed()
-                storage.release.set()
-                # The photo in progress finishes; the next one waits.
-                wait_for(driver, lambda d: tile_statuses(d)[:2] == ["COMPLETED", "COMPLETED"])
-                assert tile_statuses(driver)[2] == "PENDING"
-                assert "Paused" in text_of(driver, "progress-text")
-
-                by_id(driver, "resume-batch").click()
-                wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "COMPLETED")
-                wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED"] * 3)
+                yield HeldBatch(h, user, storage, driver)
         finally:
             storage.release.set()
-        assert balance(h.engine, user.id) == 100 - 6
-        assert_balance_matches_ledger(h.engine, user.id)
+
+
+def test_pausing_and_resuming_a_batch_from_the_page(primary_db_url: str, tmp_path: Path) -> None:
+    with batch_held_at_the_second_photo(primary_db_url, tmp_path) as held:
+        driver = held.driver
+        by_id(driver, "pause-batch").click()
+        wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "PAUSED")
+        assert by_id(driver, "resume-batch").is_displayed() and not by_id(driver, "pause-batch").is_displayed()
+        held.storage.release.set()
+        # The photo in progress finishes; the next one waits.
+        wait_for(driver, lambda d: tile_statuses(d)[:2] == ["COMPLETED", "COMPLETED"])
+        assert tile_statuses(driver)[2] == "PENDING"
+        assert "Paused" in text_of(driver, "progress-text")
+
+        by_id(driver, "resume-batch").click()
+        wait_for(driver, lambda d: by_id(d, "progress-panel").get_attribute("data-status") == "COMPLETED")
+        wait_for(driver, lambda d: tile_statuses(d) == ["COMPLETED"] * 3)
+    assert balance(held.h.engine, held.user.id) == 100 - 6
+    assert_balance_matches_ledger(held.h.engine, held.user.id)
 
 
 def album_of_photos(h: Harness, tokens: int = 100) -> tuple[UserWithKey, str, list[str]]:
