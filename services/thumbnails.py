@@ -93,7 +93,8 @@ def _transparent(image: PILImage.Image) -> PILImage.Image | None:
     palette_alpha = image.mode == "P" and "transparency" in image.info
     if image.mode not in ("RGBA", "LA", "PA", "RGBa", "La") and not palette_alpha:
         return None
-    rgba = image.convert("RGBA")
+    # An RGBA original is used as it is (no full-size copy before the reduction); its alpha band alone is read.
+    rgba = image if image.mode == "RGBA" else image.convert("RGBA")
     low = np.asarray(rgba.getchannel("A")).min()
     return rgba if low < 255 else None
 
